@@ -1,0 +1,95 @@
+"""Annotate ONNX files on disk: load without weights, run the attribution pass, write atomically."""
+
+from __future__ import annotations
+
+__all__ = ["annotate_onnx_file", "annotate_onnx_model", "load_model_proto", "save_model_proto_atomic"]
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+from optimum_hierarchy.errors import InvalidModelFileError
+from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
+from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
+
+logger = logging.getLogger(__name__)
+
+
+def load_model_proto(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Load an ONNX model without its external weight data, with a clear error for bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidModelFileError(f"{path}: no such file. Pass the path of an .onnx file.")
+    if not path.is_file():
+        raise InvalidModelFileError(f"{path}: not a file. Pass the path of an .onnx file, not a directory.")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise InvalidModelFileError(f"{path}: not an ONNX model (it does not parse as ONNX protobuf: {e}).") from e
+    except OSError as e:
+        raise InvalidModelFileError(f"{path}: cannot be read ({e}).") from e
+    if not proto.HasField("graph") or not proto.opset_import:
+        raise InvalidModelFileError(
+            f"{path}: parses as protobuf but is not an ONNX model (no graph or no opset import)."
+        )
+    return proto
+
+
+def save_model_proto_atomic(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write ``proto`` to ``path`` through a temporary file in the same directory and a rename.
+
+    External data references are kept as they are (relative to the directory), so the target must
+    stay in the directory the data files are in.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def annotate_onnx_model(
+    proto: onnx.ModelProto, tree: ModuleTree, export: ExportInfo | None = None, *, strict: bool = False
+) -> tuple[onnx.ModelProto, AttributionSummary, bool]:
+    """Attribute every node of ``proto``; returns the new proto, the summary, and whether anything changed."""
+    model = ir.serde.deserialize_model(proto)
+    result = AttributeNodesPass(tree, export, strict=strict)(model)
+    summary = result.model.meta[SUMMARY_META_KEY]
+    return ir.serde.serialize_model(result.model), summary, result.modified
+
+
+def annotate_onnx_file(
+    path: str | os.PathLike[str],
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    *,
+    strict: bool = False,
+) -> AttributionSummary:
+    """Annotate the ONNX file at ``path`` in place and return its attribution summary.
+
+    Weights in external data files are never read. The file is rewritten atomically, and not at
+    all when the annotation it already carries is the same.
+    """
+    path = Path(path)
+    proto = load_model_proto(path)
+    new_proto, summary, modified = annotate_onnx_model(proto, tree, export, strict=strict)
+    if modified:
+        try:
+            save_model_proto_atomic(new_proto, path)
+        except OSError as e:
+            raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e
+    logger.info("%s: %s", path, summary.describe())
+    return summary

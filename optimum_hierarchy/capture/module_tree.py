@@ -1,0 +1,58 @@
+"""Capture of the module tree of an ``nn.Module``."""
+
+from __future__ import annotations
+
+__all__ = ["capture_module_tree", "find_module_path"]
+
+from typing import TYPE_CHECKING
+
+from optimum_hierarchy.schema import ModuleInfo, ModuleTree, ParameterInfo
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _qualified_class_name(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def capture_module_tree(model: torch.nn.Module) -> ModuleTree:
+    """Record every entry of ``model.named_modules()``: path, class, and own parameters and buffers.
+
+    A tensor reachable under several names (tied weights) is recorded under each owner, with
+    ``tied_to`` naming its first occurrence so counts are not doubled.
+    """
+    first_name: dict[int, str] = {}
+    modules = []
+    for path, module in model.named_modules():
+        own: dict[str, list[ParameterInfo]] = {"parameters": [], "buffers": []}
+        for kind, items in (
+            ("parameters", module.named_parameters(recurse=False)),
+            ("buffers", module.named_buffers(recurse=False)),
+        ):
+            for name, tensor in items:
+                if tensor is None:
+                    continue
+                full = f"{path}.{name}" if path else name
+                tied_to = first_name.setdefault(id(tensor), full)
+                own[kind].append(
+                    ParameterInfo(name=name, shape=tuple(tensor.shape), tied_to=None if tied_to == full else tied_to)
+                )
+        modules.append(
+            ModuleInfo(
+                path=path,
+                class_name=_qualified_class_name(module),
+                parameters=tuple(own["parameters"]),
+                buffers=tuple(own["buffers"]),
+            )
+        )
+    return ModuleTree(modules)
+
+
+def find_module_path(root: torch.nn.Module, module: torch.nn.Module) -> str | None:
+    """Path of ``module`` inside ``root`` (``""`` when they are the same object), ``None`` if absent."""
+    for path, candidate in root.named_modules():
+        if candidate is module:
+            return path
+    return None
