@@ -14,9 +14,10 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
-from optimum_hierarchy.errors import InvalidModelFileError
+from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
-from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
+from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks
+from optimum_hierarchy.schema import NODE_MODULE_KEY, AttributionSummary, ExportInfo, ModuleTree
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +72,42 @@ def annotate_onnx_model(
     return ir.serde.serialize_model(result.model), summary, result.modified
 
 
+def _check_rules(path: Path, proto: onnx.ModelProto, rules: ArchitectureRules, strict: bool) -> None:
+    pairs = []
+    for node in proto.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        if NODE_MODULE_KEY in props:
+            pairs.append((props[NODE_MODULE_KEY], node.op_type))
+    problems = check_repeated_blocks(rules, pairs)
+    if not problems:
+        return
+    message = f"{path}: repeated blocks of {rules.name!r} ({rules.source}) are not attributed alike: " + "; ".join(
+        problems
+    )
+    if strict:
+        raise AttributionError(message)
+    logger.warning("%s", message)
+
+
 def annotate_onnx_file(
     path: str | os.PathLike[str],
     tree: ModuleTree,
     export: ExportInfo | None = None,
     *,
     strict: bool = False,
+    rules: ArchitectureRules | None = None,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
     Weights in external data files are never read. The file is rewritten atomically, and not at
-    all when the annotation it already carries is the same.
+    all when the annotation it already carries is the same. With ``rules``, their consistency
+    checks run on the result (a warning, or :class:`AttributionError` when ``strict``).
     """
     path = Path(path)
     proto = load_model_proto(path)
     new_proto, summary, modified = annotate_onnx_model(proto, tree, export, strict=strict)
+    if rules is not None:
+        _check_rules(path, new_proto, rules, strict)
     if modified:
         try:
             save_model_proto_atomic(new_proto, path)

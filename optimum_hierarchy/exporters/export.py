@@ -1,0 +1,116 @@
+"""Python API of the export: Optimum's export functions, with the module hierarchy written into every file."""
+
+from __future__ import annotations
+
+__all__ = ["check_model_source", "check_output_dir", "export_model_with_hierarchy", "export_with_hierarchy"]
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.exporters.session import HierarchyExportResult, hierarchy_export_session
+
+if TYPE_CHECKING:
+    import torch
+
+
+def check_model_source(model_name_or_path: str | os.PathLike[str]) -> None:
+    """Fail early, with the path in the message, for a local model that is not a model directory.
+
+    Names that are not local paths (``org/name``) are left to Optimum and the hub.
+    """
+    text = os.fspath(model_name_or_path)
+    path = Path(text).expanduser()
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or os.sep + os.sep in text
+    if path.exists():
+        if not path.is_dir():
+            raise HierarchyExportError(
+                f"--model {text}: is a file; pass the directory of a saved model (save_pretrained) instead."
+            )
+        if not (path / "config.json").is_file():
+            raise HierarchyExportError(
+                f"--model {text}: the directory has no config.json, so it is not a saved transformers model. "
+                "Save the model there with `model.save_pretrained(...)`."
+            )
+    elif looks_local:
+        raise HierarchyExportError(f"--model {text}: no such directory.")
+
+
+def check_output_dir(output: str | os.PathLike[str]) -> Path:
+    """Fail early for an output directory that cannot be created or written."""
+    path = Path(output).expanduser()
+    if path.exists() and not path.is_dir():
+        raise HierarchyExportError(f"output {path}: exists and is not a directory; pass a directory path.")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise HierarchyExportError(
+            f"output {path}: cannot write into {existing} (permission denied); choose a writable directory."
+        )
+    return path
+
+
+def _onnx_files_state(output: Path) -> dict[Path, tuple[int, int]]:
+    if not output.is_dir():
+        return {}
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in output.rglob("*.onnx")}
+
+
+def _wrap_custom_configs(kwargs: dict[str, Any]) -> None:
+    custom = kwargs.get("custom_onnx_configs")
+    if custom:
+        from optimum_hierarchy.exporters.onnx_config import as_hierarchy_config
+
+        kwargs["custom_onnx_configs"] = {name: as_hierarchy_config(cfg) for name, cfg in custom.items()}
+
+
+def export_with_hierarchy(
+    model_name_or_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    **main_export_kwargs: Any,
+) -> HierarchyExportResult:
+    """``optimum.exporters.onnx.main_export`` with the module hierarchy written into every ONNX file.
+
+    Takes every argument of ``main_export`` (``task``, ``opset``, ``monolith``, ``optimize``,
+    ``custom_onnx_configs``, ...). With ``strict=True`` an unattributed node is an error.
+    On failure, no annotated or half-annotated model file is left behind.
+
+    Example::
+
+        result = export_with_hierarchy("path/to/vit", "out/", task="image-classification")
+        print(result.attributed, "/", result.nodes)
+    """
+    from optimum.exporters.onnx import main_export
+
+    check_model_source(model_name_or_path)
+    output = check_output_dir(output)
+    _wrap_custom_configs(main_export_kwargs)
+    before = _onnx_files_state(output)
+    with hierarchy_export_session(strict=strict) as session:
+        main_export(os.fspath(model_name_or_path), output, **main_export_kwargs)
+        return session.finalize(output, unchanged=before)
+
+
+def export_model_with_hierarchy(
+    model: torch.nn.Module,
+    output: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    **onnx_export_from_model_kwargs: Any,
+) -> HierarchyExportResult:
+    """``optimum.exporters.onnx.onnx_export_from_model`` for an already loaded model, with hierarchy.
+
+    Takes every argument of ``onnx_export_from_model`` (``task``, ``opset``, ``optimize``, ...).
+    """
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    output = check_output_dir(output)
+    _wrap_custom_configs(onnx_export_from_model_kwargs)
+    before = _onnx_files_state(output)
+    with hierarchy_export_session(strict=strict, model=model) as session:
+        onnx_export_from_model(model, output, **onnx_export_from_model_kwargs)
+        return session.finalize(output, unchanged=before)

@@ -1,0 +1,218 @@
+"""Hierarchy-aware ``OnnxConfig`` subclasses: capture the module tree and annotate the file right after export."""
+
+from __future__ import annotations
+
+__all__ = [
+    "BertHierarchyOnnxConfig",
+    "GPT2HierarchyOnnxConfig",
+    "HierarchyModelPatcher",
+    "HierarchyOnnxConfigMixin",
+    "ViTHierarchyOnnxConfig",
+    "as_hierarchy_config",
+    "hierarchy_onnx_config",
+]
+
+import contextlib
+import copy
+import functools
+import logging
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig, ViTOnnxConfig
+
+from optimum_hierarchy.annotate import annotate_onnx_file
+from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
+from optimum_hierarchy.exporters.session import current_session
+from optimum_hierarchy.rules import rules_for_model_type
+from optimum_hierarchy.schema import ExportInfo
+
+if TYPE_CHECKING:
+    import torch
+    from optimum.exporters.onnx.base import OnnxConfig
+
+logger = logging.getLogger(__name__)
+
+# The TorchScript exporter's entry point that `torch.onnx.export(..., dynamo=False)` imports at call
+# time; wrapping it while the patcher is active tells us which file the export wrote.
+_TORCHSCRIPT_EXPORT_MODULE = "torch.onnx._internal.torchscript_exporter.utils"
+
+
+@contextlib.contextmanager
+def _record_export_paths(paths: list[Path]) -> Any:
+    import importlib
+
+    try:
+        module = importlib.import_module(_TORCHSCRIPT_EXPORT_MODULE)
+        original = module.export
+    except (ImportError, AttributeError):
+        logger.warning(
+            "This torch version has no %s.export: files will be annotated after Optimum's pipeline "
+            "(export_with_hierarchy / --hierarchy) rather than right after the TorchScript export.",
+            _TORCHSCRIPT_EXPORT_MODULE,
+        )
+        yield
+        return
+
+    @functools.wraps(original)
+    def export(model: Any, args: Any, f: Any, *rest: Any, **kwargs: Any) -> Any:
+        result = original(model, args, f, *rest, **kwargs)
+        if isinstance(f, (str, os.PathLike)):
+            paths.append(Path(f))
+        return result
+
+    module.export = export
+    try:
+        yield
+    finally:
+        module.export = original
+
+
+class HierarchyModelPatcher:
+    """Wraps an Optimum ``ModelPatcher``; on a clean exit, annotates the ONNX file the export wrote.
+
+    The module tree is captured on entry, before the wrapped patcher changes anything. When an
+    export session knows the full model (``export_with_hierarchy``, ``--hierarchy``), a submodel
+    such as an encoder is located in it so that paths are those of the full model.
+    """
+
+    def __init__(self, inner: Any, config: HierarchyOnnxConfigMixin, model: torch.nn.Module) -> None:
+        self._inner = inner
+        self._config = config
+        self._model = model
+        self._stack: contextlib.ExitStack | None = None
+        self._written: list[Path] = []
+
+    def __enter__(self) -> HierarchyModelPatcher:
+        with contextlib.ExitStack() as stack:
+            self._written = []
+            self._tree = capture_module_tree(self._model)
+            stack.enter_context(self._inner)
+            stack.enter_context(_record_export_paths(self._written))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        assert self._stack is not None
+        suppressed = bool(self._stack.__exit__(exc_type, exc, tb))
+        self._stack = None
+        if exc_type is None:
+            for path in self._written:
+                self._annotate(path)
+        return suppressed
+
+    def _annotate(self, path: Path) -> None:
+        session = current_session()
+        tree, root = self._tree, ""
+        root_model = session.root_model if session is not None else None
+        if root_model is not None and root_model is not self._model:
+            prefix = find_module_path(root_model, self._model)
+            if prefix is not None:
+                tree, root = session.root_tree(), prefix  # type: ignore[union-attr]
+            else:
+                logger.warning(
+                    "%s: the exported %s is not a submodule of the model being exported; paths are "
+                    "relative to it.",
+                    path,
+                    type(self._model).__name__,
+                )
+        elif root_model is None and self._config.is_submodel_export():
+            logger.warning(
+                "%s: exported alone, outside an export session; module paths are relative to %s, not to "
+                "the full model. Use optimum_hierarchy.export_with_hierarchy(...) for full-model paths.",
+                path,
+                type(self._model).__name__,
+            )
+        model_type = self._config.hierarchy_model_type()
+        rules = rules_for_model_type(model_type)
+        export = ExportInfo(
+            root=root,
+            model_type=model_type,
+            model_class=_qualified_class_name(root_model if root_model is not None else self._model),
+            rules=rules.name if rules is not None else None,
+        )
+        strict = session.strict if session is not None else self._config.HIERARCHY_STRICT
+        if session is not None:
+            session.note_written(path)
+        annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
+
+
+def _qualified_class_name(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class HierarchyOnnxConfigMixin:
+    """Mixed in before an Optimum ``OnnxConfig``: its exports carry the module hierarchy.
+
+    Works for any architecture: ``hierarchy_onnx_config(SomeOnnxConfig)`` builds the subclass.
+    """
+
+    HIERARCHY_STRICT: bool = False
+    """Raise instead of leaving unattributed nodes when no export session says otherwise."""
+
+    def patch_model_for_export(self, model: Any, model_kwargs: dict[str, Any] | None = None) -> Any:
+        inner = super().patch_model_for_export(model, model_kwargs=model_kwargs)  # type: ignore[misc]
+        return HierarchyModelPatcher(inner, self, model)
+
+    def hierarchy_model_type(self) -> str | None:
+        config = getattr(self, "_config", None)
+        model_type = getattr(config, "export_model_type", None) or getattr(config, "model_type", None)
+        return model_type if isinstance(model_type, str) else None
+
+    def is_submodel_export(self) -> bool:
+        """Whether Optimum exports a submodule (a seq2seq encoder) rather than the whole model."""
+        behavior = getattr(self, "_behavior", None)
+        return getattr(behavior, "value", None) == "encoder"
+
+
+_NAMED: dict[type, type] = {}
+
+
+def _register(base: type) -> Any:
+    def wrap(cls: type) -> type:
+        _NAMED[base] = cls
+        return cls
+
+    return wrap
+
+
+@_register(ViTOnnxConfig)
+class ViTHierarchyOnnxConfig(HierarchyOnnxConfigMixin, ViTOnnxConfig):  # type: ignore[misc]
+    """Optimum's ViT config, with the module hierarchy written into the export."""
+
+
+@_register(BertOnnxConfig)
+class BertHierarchyOnnxConfig(HierarchyOnnxConfigMixin, BertOnnxConfig):  # type: ignore[misc]
+    """Optimum's BERT config, with the module hierarchy written into the export."""
+
+
+@_register(GPT2OnnxConfig)
+class GPT2HierarchyOnnxConfig(HierarchyOnnxConfigMixin, GPT2OnnxConfig):  # type: ignore[misc]
+    """Optimum's GPT-2 config, with the module hierarchy written into the export."""
+
+
+@functools.cache
+def _generic_subclass(base: type) -> type:
+    return type(f"Hierarchy{base.__name__}", (HierarchyOnnxConfigMixin, base), {"__module__": __name__})
+
+
+def hierarchy_onnx_config(base: type[OnnxConfig]) -> type[OnnxConfig]:
+    """The hierarchy-aware subclass of an Optimum ``OnnxConfig`` class (the named one if there is one)."""
+    if issubclass(base, HierarchyOnnxConfigMixin):
+        return base
+    named = _NAMED.get(base)
+    return named if named is not None else _generic_subclass(base)
+
+
+def as_hierarchy_config(config: OnnxConfig) -> OnnxConfig:
+    """A copy of an ``OnnxConfig`` instance whose exports carry the hierarchy (itself if already so)."""
+    if isinstance(config, HierarchyOnnxConfigMixin):
+        return config
+    clone = copy.copy(config)
+    clone.__class__ = hierarchy_onnx_config(type(config))
+    return clone

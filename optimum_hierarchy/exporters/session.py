@@ -1,0 +1,193 @@
+"""An export session: makes every config Optimum builds hierarchy-aware, and finishes the files afterwards."""
+
+from __future__ import annotations
+
+__all__ = ["AnnotatedFile", "ExportSession", "HierarchyExportResult", "current_session", "hierarchy_export_session"]
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.capture.module_tree import capture_module_tree
+from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
+from optimum_hierarchy.rules import rules_for_model_type
+from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, decode_model_metadata
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_SESSION: contextvars.ContextVar[ExportSession | None] = contextvars.ContextVar(
+    "optimum_hierarchy_export_session", default=None
+)
+
+
+def current_session() -> ExportSession | None:
+    return _SESSION.get()
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotatedFile:
+    path: Path
+    root: str
+    """Path in the full model of the module this file holds (``""``: the whole model)."""
+    summary: AttributionSummary
+    rules: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class HierarchyExportResult:
+    """Where an export with hierarchy wrote its files, and how their nodes were attributed."""
+
+    output: Path
+    files: tuple[AnnotatedFile, ...]
+
+    @property
+    def nodes(self) -> int:
+        return sum(f.summary.nodes for f in self.files)
+
+    @property
+    def attributed(self) -> int:
+        return sum(f.summary.attributed for f in self.files)
+
+    @property
+    def by_source(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for f in self.files:
+            for source, n in f.summary.by_source.items():
+                totals[source] = totals.get(source, 0) + n
+        return dict(sorted(totals.items()))
+
+
+@dataclasses.dataclass
+class ExportSession:
+    """State of one export with hierarchy. Entered with :func:`hierarchy_export_session`."""
+
+    strict: bool = False
+    root_model: torch.nn.Module | None = None
+    written: list[Path] = dataclasses.field(default_factory=list)
+    _tree: ModuleTree | None = None
+
+    def root_tree(self) -> ModuleTree:
+        if self.root_model is None:
+            raise HierarchyExportError("the export session has no model yet")
+        if self._tree is None:
+            self._tree = capture_module_tree(self.root_model)
+        return self._tree
+
+    def set_root_model(self, model: Any) -> None:
+        import torch
+
+        if isinstance(model, torch.nn.Module) and self.root_model is None:
+            self.root_model = model
+
+    def note_written(self, path: Path) -> None:
+        if path not in self.written:
+            self.written.append(path)
+
+    def finalize(
+        self, output: str | Path, unchanged: Mapping[Path, tuple[int, int]] | None = None
+    ) -> HierarchyExportResult:
+        """Annotate (again) the ONNX files the export left under ``output`` after Optimum's pipeline.
+
+        ``unchanged`` maps files that existed before the export to their (mtime, size) then; those
+        still the same were not written by this export and are left alone.
+
+        Optimization drops node metadata and post-processing can create files (merged decoders);
+        the model-level metadata written right after export survives both and says which tree and
+        root each file belongs to. A file without it is attributed against the session's model.
+        """
+        output = Path(output)
+        files = []
+        unchanged = unchanged or {}
+        for path in sorted(output.rglob("*.onnx")):
+            stat = path.stat()
+            if path not in self.written and unchanged.get(path) == (stat.st_mtime_ns, stat.st_size):
+                continue
+            proto = load_model_proto(path)
+            props = {p.key: p.value for p in proto.metadata_props}
+            try:
+                meta = decode_model_metadata(props, source=str(path))
+                tree, export = meta.tree, meta.export
+            except MissingHierarchyError:
+                if self.root_model is None:
+                    raise HierarchyExportError(
+                        f"{path}: carries no hierarchy and the session never saw the model it came from"
+                    ) from None
+                model_type = getattr(getattr(self.root_model, "config", None), "model_type", None)
+                rules = rules_for_model_type(model_type)
+                tree = self.root_tree()
+                cls = type(self.root_model)
+                export = ExportInfo(
+                    root="",
+                    model_type=model_type,
+                    model_class=f"{cls.__module__}.{cls.__qualname__}",
+                    rules=rules.name if rules is not None else None,
+                )
+            rules = rules_for_model_type(export.model_type)
+            summary = annotate_onnx_file(path, tree, export, strict=self.strict, rules=rules)
+            files.append(AnnotatedFile(path=path, root=export.root, summary=summary, rules=export.rules))
+        if not files:
+            raise HierarchyExportError(f"{output}: the export wrote no .onnx file")
+        return HierarchyExportResult(output=output, files=tuple(files))
+
+    def discard_written(self) -> None:
+        """Remove the model files this session wrote (after a failure), so none is left half-done."""
+        for path in self.written:
+            for candidate in (path, path.with_name(path.name + "_data")):
+                with contextlib.suppress(FileNotFoundError):
+                    candidate.unlink()
+                    logger.warning("Removed %s: the export with hierarchy failed.", candidate)
+
+
+@contextlib.contextmanager
+def hierarchy_export_session(*, strict: bool = False, model: Any = None) -> Iterator[ExportSession]:
+    """Within this context, every ONNX config Optimum builds is hierarchy-aware.
+
+    Optimum asks ``TasksManager.get_exporter_config_constructor`` for the config of the model it is
+    about to export; the session wraps that call (and undoes the wrap on exit) so that the config
+    class is replaced by its hierarchy-aware subclass and the full model is remembered, which lets
+    submodel exports (seq2seq encoders) keep full-model paths. On an exception, the model files the
+    session wrote are removed.
+    """
+    from optimum.exporters.tasks import TasksManager
+
+    from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
+
+    session = ExportSession(strict=strict)
+    if model is not None:
+        session.set_root_model(model)
+    original = TasksManager.get_exporter_config_constructor
+
+    @functools.wraps(original)
+    def get_exporter_config_constructor(*args: Any, **kwargs: Any) -> Any:
+        constructor = original(*args, **kwargs)
+        if kwargs.get("exporter", args[0] if args else None) != "onnx":
+            return constructor
+        session.set_root_model(kwargs.get("model"))
+        if isinstance(constructor, functools.partial) and isinstance(constructor.func, type):
+            return functools.partial(
+                hierarchy_onnx_config(constructor.func), *constructor.args, **constructor.keywords
+            )
+        if isinstance(constructor, type):
+            return hierarchy_onnx_config(constructor)
+        logger.warning("Unexpected ONNX config constructor %r: exported files are annotated afterwards.", constructor)
+        return constructor
+
+    token = _SESSION.set(session)
+    TasksManager.get_exporter_config_constructor = staticmethod(get_exporter_config_constructor)  # type: ignore[method-assign]
+    try:
+        yield session
+    except BaseException:
+        session.discard_written()
+        raise
+    finally:
+        TasksManager.get_exporter_config_constructor = staticmethod(original)  # type: ignore[method-assign]
+        _SESSION.reset(token)
