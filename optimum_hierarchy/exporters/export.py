@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["check_model_source", "check_output_dir", "export_model_with_hierarchy", "export_with_hierarchy"]
+__all__ = [
+    "check_model_source",
+    "check_output_dir",
+    "export_model_with_hierarchy",
+    "export_with_hierarchy",
+    "run_with_hierarchy",
+]
 
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.errors import HierarchyExportError
@@ -87,12 +94,10 @@ def export_with_hierarchy(
     from optimum.exporters.onnx import main_export
 
     check_model_source(model_name_or_path)
-    output = check_output_dir(output)
     _wrap_custom_configs(main_export_kwargs)
-    before = _onnx_files_state(output)
-    with hierarchy_export_session(strict=strict) as session:
-        main_export(os.fspath(model_name_or_path), output, **main_export_kwargs)
-        return session.finalize(output, unchanged=before)
+    return run_with_hierarchy(
+        lambda out: main_export(os.fspath(model_name_or_path), out, **main_export_kwargs), output, strict=strict
+    )
 
 
 def export_model_with_hierarchy(
@@ -108,9 +113,28 @@ def export_model_with_hierarchy(
     """
     from optimum.exporters.onnx import onnx_export_from_model
 
-    output = check_output_dir(output)
     _wrap_custom_configs(onnx_export_from_model_kwargs)
+    return run_with_hierarchy(
+        lambda out: onnx_export_from_model(model, out, **onnx_export_from_model_kwargs),
+        output,
+        strict=strict,
+        model=model,
+    )
+
+
+def run_with_hierarchy(
+    export: Callable[[Path], object],
+    output: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    model: torch.nn.Module | None = None,
+) -> HierarchyExportResult:
+    """Run an Optimum export (``export(output_dir)``) in a hierarchy session and finish its files.
+
+    This is what the Python API and ``optimum-cli export onnx --hierarchy`` share.
+    """
+    output = check_output_dir(output)
     before = _onnx_files_state(output)
     with hierarchy_export_session(strict=strict, model=model) as session:
-        onnx_export_from_model(model, output, **onnx_export_from_model_kwargs)
+        export(output)
         return session.finalize(output, unchanged=before)

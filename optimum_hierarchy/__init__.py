@@ -1,0 +1,63 @@
+"""optimum-hierarchy: the PyTorch module hierarchy, kept in ONNX models exported with Hugging Face Optimum.
+
+Importing the package is cheap; the heavy modules (torch, optimum's exporter, onnxruntime) load on
+first use of the names below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "AttributeNodesPass": "optimum_hierarchy.passes.attribute_nodes",
+    "AttributionSource": "optimum_hierarchy.schema",
+    "AttributionSummary": "optimum_hierarchy.schema",
+    "ExportInfo": "optimum_hierarchy.schema",
+    "HierarchyExportResult": "optimum_hierarchy.exporters.session",
+    "HierarchyMetadata": "optimum_hierarchy.schema",
+    "HierarchyPreservingExporter": "optimum_hierarchy.exporters.pytorch",
+    "ModuleInfo": "optimum_hierarchy.schema",
+    "ModuleTree": "optimum_hierarchy.schema",
+    "annotate_onnx_file": "optimum_hierarchy.annotate",
+    "capture_module_tree": "optimum_hierarchy.capture.module_tree",
+    "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
+    "export_with_hierarchy": "optimum_hierarchy.exporters.export",
+    "hierarchy_onnx_config": "optimum_hierarchy.exporters.onnx_config",
+    "read_hierarchy": "optimum_hierarchy.read",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+if TYPE_CHECKING:
+    from optimum_hierarchy.annotate import annotate_onnx_file
+    from optimum_hierarchy.capture.module_tree import capture_module_tree
+    from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
+    from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
+    from optimum_hierarchy.exporters.pytorch import HierarchyPreservingExporter
+    from optimum_hierarchy.exporters.session import HierarchyExportResult
+    from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
+    from optimum_hierarchy.read import read_hierarchy
+    from optimum_hierarchy.schema import (
+        AttributionSource,
+        AttributionSummary,
+        ExportInfo,
+        HierarchyMetadata,
+        ModuleInfo,
+        ModuleTree,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optimum_hierarchy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

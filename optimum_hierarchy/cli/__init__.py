@@ -1,0 +1,1 @@
+"""Command-line integration with ``optimum-cli``: parsing and printing only."""

@@ -1,0 +1,76 @@
+"""``--hierarchy`` on ``optimum-cli export onnx``.
+
+Optimum builds every command's argparse parser from the command class after all plugin modules are
+imported, and a second ``onnx`` command cannot sit beside the original one. So the plugin extends
+the original ``ONNXExportCommand`` class: its parser gains a "Hierarchy" argument group, and its
+``run`` wraps the original one in a hierarchy export session when ``--hierarchy`` is given.
+Without the flag, the original ``run`` runs untouched.
+"""
+
+from __future__ import annotations
+
+__all__ = ["add_hierarchy_arguments", "install_export_flag"]
+
+import sys
+from argparse import ArgumentParser
+from typing import Any
+
+_INSTALLED = "_optimum_hierarchy_installed"
+
+
+def add_hierarchy_arguments(parser: ArgumentParser) -> None:
+    group = parser.add_argument_group("Hierarchy (optimum-hierarchy)")
+    group.add_argument(
+        "--hierarchy",
+        action="store_true",
+        help=(
+            "Write the PyTorch module hierarchy into the exported ONNX files: every node gets the path of the "
+            "module it came from (node metadata_props), and each file the module tree (model metadata_props)."
+        ),
+    )
+    group.add_argument(
+        "--hierarchy-strict",
+        action="store_true",
+        help="With --hierarchy: fail, leaving no model file behind, if any node cannot be attributed to a module.",
+    )
+
+
+def install_export_flag() -> None:
+    """Add ``--hierarchy`` to Optimum's ``export onnx`` command (idempotent, import-light)."""
+    from optimum.commands.export.onnx import ONNXExportCommand
+
+    if getattr(ONNXExportCommand, _INSTALLED, False):
+        return
+    original_parse_args = ONNXExportCommand.parse_args
+    original_run = ONNXExportCommand.run
+
+    def parse_args(parser: ArgumentParser) -> Any:
+        result = original_parse_args(parser)
+        add_hierarchy_arguments(parser)
+        return result
+
+    def run(self: Any) -> Any:
+        if not getattr(self.args, "hierarchy", False):
+            if getattr(self.args, "hierarchy_strict", False):
+                self.parser.error("--hierarchy-strict only applies together with --hierarchy")
+            return original_run(self)
+        return _run_with_hierarchy(self, original_run)
+
+    ONNXExportCommand.parse_args = staticmethod(parse_args)  # type: ignore[method-assign]
+    ONNXExportCommand.run = run  # type: ignore[method-assign]
+    setattr(ONNXExportCommand, _INSTALLED, True)
+
+
+def _run_with_hierarchy(command: Any, original_run: Any) -> None:
+    from optimum_hierarchy.cli.output import print_error, print_export_result
+    from optimum_hierarchy.errors import HierarchyError
+    from optimum_hierarchy.exporters.export import check_model_source, run_with_hierarchy
+
+    args = command.args
+    try:
+        check_model_source(args.model)
+        result = run_with_hierarchy(lambda _out: original_run(command), args.output, strict=args.hierarchy_strict)
+    except HierarchyError as e:
+        print_error(str(e))
+        sys.exit(1)
+    print_export_result(result, optimized=args.optimize)

@@ -1,0 +1,90 @@
+"""Export of any ``nn.Module`` with ``torch.onnx.export`` and the hierarchy (the research note's API)."""
+
+from __future__ import annotations
+
+__all__ = ["HierarchyPreservingExporter"]
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.capture.module_tree import capture_module_tree
+from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+
+class HierarchyPreservingExporter:
+    """Exports an ``nn.Module`` (a Transformers model or any other) with the module hierarchy.
+
+    Example::
+
+        exporter = HierarchyPreservingExporter()
+        onnx_model, hierarchy = exporter.export_with_hierarchy(model, dummy_input, "model.onnx")
+        hierarchy["encoder.layer.0"].class_name
+    """
+
+    def __init__(self, *, strict: bool = False, opset_version: int | None = 18) -> None:
+        self.strict = strict
+        self.opset_version = opset_version
+        self.last_summary: AttributionSummary | None = None
+
+    def export_with_hierarchy(
+        self,
+        model: torch.nn.Module,
+        dummy_input: Any,
+        path: str | os.PathLike[str],
+        **export_kwargs: Any,
+    ) -> tuple[onnx.ModelProto, ModuleTree]:
+        """Export ``model`` to ``path`` and annotate it; returns the annotated model and the module tree.
+
+        ``dummy_input`` is what ``torch.onnx.export`` takes as ``args`` (a tensor or a tuple);
+        other keyword arguments go to ``torch.onnx.export``. The TorchScript exporter is used,
+        because its node names carry the module scopes. ``path`` is written atomically: on any
+        failure no file is left there.
+        """
+        import torch
+
+        if export_kwargs.pop("dynamo", False):
+            raise HierarchyExportError(
+                "dynamo=True: the hierarchy is read from TorchScript scopes; export with dynamo=False."
+            )
+        path = Path(path)
+        if path.is_dir():
+            raise HierarchyExportError(f"{path}: is a directory; pass the path of the .onnx file to write.")
+        if not path.parent.is_dir():
+            raise HierarchyExportError(f"{path}: the directory {path.parent} does not exist.")
+        args = dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
+        export_kwargs.setdefault("opset_version", self.opset_version)
+        tree = capture_module_tree(model)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    torch.onnx.export(model, args, str(tmp), dynamo=False, **export_kwargs)
+            finally:
+                model.train(was_training)
+            cls = type(model)
+            model_type = getattr(getattr(model, "config", None), "model_type", None)
+            export = ExportInfo(
+                root="",
+                model_type=model_type if isinstance(model_type, str) else None,
+                model_class=f"{cls.__module__}.{cls.__qualname__}",
+            )
+            self.last_summary = annotate_onnx_file(tmp, tree, export, strict=self.strict)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return load_model_proto(path), tree

@@ -1,0 +1,118 @@
+"""Read the hierarchy back from an annotated ONNX file, ``ModelProto``, ONNX Runtime session or ``ORTModel``."""
+
+from __future__ import annotations
+
+__all__ = ["ModelHierarchy", "NodeAttribution", "read_hierarchy"]
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from optimum_hierarchy import schema
+from optimum_hierarchy.annotate import load_model_proto
+from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeAttribution:
+    """The module of one node, as stored in the file."""
+
+    name: str
+    op_type: str
+    graph: str
+    """Name of the graph holding the node (the main graph or an ``If`` / ``Loop`` / ``Scan`` body)."""
+    module: str | None
+    """Module path; ``None`` when the node was left unattributed."""
+    source: str | None
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelHierarchy:
+    """The hierarchy stored in one ONNX file."""
+
+    metadata: HierarchyMetadata
+    nodes: tuple[NodeAttribution, ...]
+    path: Path | None = None
+
+    @property
+    def tree(self) -> schema.ModuleTree:
+        return self.metadata.tree
+
+    @property
+    def export(self) -> schema.ExportInfo:
+        return self.metadata.export
+
+    def module_of(self, node_name: str) -> str | None:
+        """Module path of the (first) node called ``node_name``; ``KeyError`` if there is none."""
+        for node in self.nodes:
+            if node.name == node_name:
+                return node.module
+        raise KeyError(node_name)
+
+
+def _iter_nodes(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, str]]:
+    for node in graph.node:
+        yield node, graph.name
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _iter_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _iter_nodes(sub)
+
+
+def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
+    props = {p.key: p.value for p in proto.metadata_props}
+    metadata = decode_model_metadata(props, source=str(path) if path is not None else "model")
+    nodes = []
+    for node, graph_name in _iter_nodes(proto.graph):
+        node_props = {p.key: p.value for p in node.metadata_props}
+        nodes.append(
+            NodeAttribution(
+                name=node.name,
+                op_type=node.op_type,
+                graph=graph_name,
+                module=node_props.get(schema.NODE_MODULE_KEY),
+                source=node_props.get(schema.NODE_SOURCE_KEY),
+                reason=node_props.get(schema.NODE_REASON_KEY),
+            )
+        )
+    return ModelHierarchy(metadata=metadata, nodes=tuple(nodes), path=path)
+
+
+def _session_path(obj: Any) -> Path | None:
+    """The model file behind an ``ORTModel`` / ``ORTSessionMixin`` or an ``InferenceSession``."""
+    session = getattr(obj, "session", obj)
+    model_path = getattr(session, "_model_path", None)
+    return Path(model_path) if model_path else None
+
+
+def read_hierarchy(source: str | os.PathLike[str] | onnx.ModelProto | Any) -> ModelHierarchy:
+    """The hierarchy of an annotated model; weights in external data are never read.
+
+    ``source`` is a path, an ``onnx.ModelProto``, an ``onnxruntime.InferenceSession`` or a loaded
+    ``ORTModel`` (``read_hierarchy(ORTModelForFeatureExtraction.from_pretrained("out/"))``). For a
+    seq2seq ``ORTModel``, pass its ``.encoder`` or ``.decoder``.
+    """
+    if isinstance(source, onnx.ModelProto):
+        return _from_proto(source, None)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise HierarchyError(f"{path}: is a directory; pass one of its .onnx files.")
+        return _from_proto(load_model_proto(path), path)
+    path = _session_path(source)
+    if path is None:
+        parts = [name for name in ("encoder", "decoder") if hasattr(source, name)]
+        hint = f" Pass one of its parts: {', '.join('.' + p for p in parts)}." if parts else ""
+        raise HierarchyError(
+            f"cannot find the ONNX file behind {type(source).__name__}: expected a path, an onnx.ModelProto, "
+            f"an onnxruntime.InferenceSession or an ORTModel.{hint}"
+        )
+    return _from_proto(load_model_proto(path), path)
