@@ -21,7 +21,6 @@ def print_export_result(result: HierarchyExportResult, *, optimized: str | None 
     table.add_column("module root")
     table.add_column("nodes", justify="right")
     table.add_column("attributed", justify="right")
-    table.add_column("by source")
     table.add_column("rules")
     for f in result.files:
         s = f.summary
@@ -30,7 +29,6 @@ def print_export_result(result: HierarchyExportResult, *, optimized: str | None 
             f.root or "(whole model)",
             str(s.nodes),
             f"{s.attributed} ({100.0 * s.coverage:.1f}%)",
-            ", ".join(f"{k} {v}" for k, v in sorted(s.by_source.items())),
             f.rules or "none (generic)",
         )
     console.print(table)

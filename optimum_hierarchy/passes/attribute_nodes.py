@@ -8,6 +8,7 @@ import collections
 import dataclasses
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import onnx_ir as ir
 
@@ -59,10 +60,17 @@ class AttributeNodesPass(ir.passes.InPlacePass):
 
     1. ``scope``: the TorchScript scope in the node name, resolved against the module tree.
     2. ``parameter``: the parameters or buffers the node outputs (an ``Identity`` aliasing a
-       deduplicated initializer is named after the parameter it stands for) or reads; several
-       owners give their lowest common ancestor.
-    3. ``context``: the lowest common ancestor of the modules of the nodes consuming its outputs,
-       once all of them are attributed; failing that, of the nodes producing its inputs.
+       deduplicated initializer is named after the parameter it stands for), or, for a node with
+       no other neighbour, the parameters it reads.
+    3. ``context``: the lowest common ancestor (LCA) of the modules around the node. A node that
+       only shapes constants or weights (``Constant``, a ``Transpose`` of a weight) exists to serve
+       its consumers: the LCA of its consumers and the parameters it reads. A node that computes on
+       data also counts the producers of its inputs (a graph input comes from the exported module)
+       and, for ``If`` / ``Loop`` / ``Scan``, the nodes of its bodies; the result is the module
+       that contains everything the node touches, which may be coarser than its true module but
+       not finer. Evidence is used once every neighbour is attributed; where unattributed nodes
+       only neighbour each other (chains of fused nodes after optimization), each connected group
+       gets the LCA of everything around it.
     4. ``subgraph``: a node inside an ``If`` / ``Loop`` / ``Scan`` body with no other evidence
        inherits the module of the node that owns the body.
 
@@ -136,99 +144,163 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     def _attribute(
         self, sites: list[_Site]
     ) -> tuple[dict[int, str], dict[int, AttributionSource], dict[int, str]]:
-        tree = self.tree
-        root = self.export.root
-        resolver = ScopeResolver(tree, root)
-        index = {id(s.node): i for i, s in enumerate(sites)}
-        modules: dict[int, str] = {}
-        sources: dict[int, AttributionSource] = {}
-        reasons: dict[int, str] = {}
+        return _Attributor(self.tree, self.export.root, sites).run()
 
-        def assign(i: int, path: str, source: AttributionSource) -> None:
-            modules[i] = path
-            sources[i] = source
 
-        def owner(value: ir.Value | None) -> str | None:
-            if value is None or not value.name:
-                return None
-            full = f"{root}.{value.name}" if root else value.name
-            return tree.owner_of_tensor(full)
+class _Attributor:
+    """The evidence rules of :class:`AttributeNodesPass` over one model's nodes."""
 
-        # 1. scope, 2. parameters.
+    def __init__(self, tree: ModuleTree, root: str, sites: list[_Site]) -> None:
+        self.tree = tree
+        self.root = root
+        self.sites = sites
+        self.index = {id(s.node): i for i, s in enumerate(sites)}
+        self.modules: dict[int, str] = {}
+        self.sources: dict[int, AttributionSource] = {}
+        self.children: dict[int, list[int]] = collections.defaultdict(list)
         for i, site in enumerate(sites):
+            if site.parent is not None and id(site.parent) in self.index:
+                self.children[self.index[id(site.parent)]].append(i)
+
+    def owner(self, value: ir.Value | None) -> str | None:
+        if value is None or not value.name:
+            return None
+        full = f"{self.root}.{value.name}" if self.root else value.name
+        return self.tree.owner_of_tensor(full)
+
+    def consumers(self, i: int) -> list[int]:
+        out = []
+        for value in self.sites[i].node.outputs:
+            for use in value.uses():
+                j = self.index.get(id(use[0]))
+                if j is not None:
+                    out.append(j)
+        return out
+
+    def run(self) -> tuple[dict[int, str], dict[int, AttributionSource], dict[int, str]]:
+        resolver = ScopeResolver(self.tree, self.root)
+        main_graph = self.sites[0].node.graph if self.sites else None
+        # Which nodes compute on data (a graph input or another computing node's output) rather
+        # than only shaping constants and weights for their consumers.
+        computes: dict[int, bool] = {}
+        for i, site in enumerate(self.sites):
             node = site.node
-            path = resolver.resolve(node.name or "")
-            if path is not None:
-                assign(i, path, AttributionSource.SCOPE)
-                continue
-            owners = [o for o in map(owner, node.outputs) if o is not None]
-            if not owners:
-                owners = [o for o in map(owner, node.inputs) if o is not None]
-            if owners:
-                lca = ModuleTree.lowest_common_ancestor(owners)
-                assert lca is not None
-                assign(i, lca, AttributionSource.PARAMETER)
-
-        def consumers(i: int) -> list[int]:
-            out = []
-            for value in sites[i].node.outputs:
-                for use in value.uses():
-                    j = index.get(id(use[0]))
-                    if j is not None:
-                        out.append(j)
-            return out
-
-        def producers(i: int) -> list[int]:
-            out = []
-            for value in sites[i].node.inputs:
+            flag = False
+            for value in node.inputs:
                 if value is None:
                     continue
                 producer = value.producer()
-                if producer is not None and id(producer) in index:
-                    out.append(index[id(producer)])
-            return out
+                if producer is None:
+                    flag = value.is_graph_input()
+                else:
+                    j = self.index.get(id(producer))
+                    flag = j is not None and computes.get(j, True)
+                if flag:
+                    break
+            computes[i] = flag
 
-        # 3. context: first only where every consumer is known, repeated to a fixed point (walking
-        # backwards settles chains of unscoped nodes in one sweep); then partial evidence.
-        pending = [i for i in range(len(sites)) if i not in modules]
-        for require_all in (True, False):
-            changed = True
-            while changed and pending:
-                changed = False
-                still = []
-                for i in reversed(pending):
-                    evidence = self._context(consumers(i), modules, require_all)
-                    if evidence is None and (require_all is False or not consumers(i)):
-                        evidence = self._context(producers(i), modules, require_all)
-                    if evidence is not None:
-                        assign(i, evidence, AttributionSource.CONTEXT)
-                        changed = True
-                    else:
-                        still.append(i)
-                pending = list(reversed(still))
+        # 1. scope; 2. outputs that are parameters (an Identity standing for a deduplicated one).
+        for i, site in enumerate(self.sites):
+            path = resolver.resolve(site.node.name or "")
+            if path is not None:
+                self._assign(i, path, AttributionSource.SCOPE)
+                continue
+            aliases = [o for o in map(self.owner, site.node.outputs) if o is not None]
+            if aliases:
+                self._assign(i, _lca(aliases), AttributionSource.PARAMETER)
 
-        # 4. subgraph bodies inherit their owner's module.
-        changed = True
-        while changed and pending:
-            changed = False
+        # 3. context, from the neighbours: for a node that only feeds constants or weights to its
+        # consumers, the consumers (and the parameters it reads); for a computing node, also the
+        # producers of its inputs (a graph input is produced by the exported module) and, for
+        # If / Loop / Scan, the nodes of its bodies. First where every neighbour is known; if that
+        # stalls, over whole groups of connected unknown nodes, which is coarser but never finer.
+        def evidence(i: int) -> tuple[list[str], list[int], bool]:
+            node = self.sites[i].node
+            known = [o for o in map(self.owner, node.inputs) if o is not None]
+            n_params = len(known)
+            unknown: list[int] = []
+            neighbours = self.consumers(i)
+            if computes[i]:
+                neighbours += self.children.get(i, [])
+                for value in node.inputs:
+                    if value is None:
+                        continue
+                    producer = value.producer()
+                    if producer is None:
+                        if value.is_graph_input() and value.graph is main_graph:
+                            known.append(self.root)
+                    elif id(producer) in self.index:
+                        neighbours.append(self.index[id(producer)])
+            for j in neighbours:
+                if j in self.modules:
+                    known.append(self.modules[j])
+                else:
+                    unknown.append(j)
+            return known, unknown, n_params > 0 and len(known) == n_params and not unknown
+
+        pending = [i for i in range(len(self.sites)) if i not in self.modules]
+        while pending:
             still = []
-            for i in pending:
-                parent = sites[i].parent
-                j = index.get(id(parent)) if parent is not None else None
-                if j is not None and j in modules:
-                    assign(i, modules[j], AttributionSource.SUBGRAPH)
-                    changed = True
+            for i in reversed(pending):  # backwards: chains of constants settle in one sweep
+                known, unknown, only_params = evidence(i)
+                if known and not unknown:
+                    source = AttributionSource.PARAMETER if only_params else AttributionSource.CONTEXT
+                    self._assign(i, _lca(known), source)
                 else:
                     still.append(i)
-            pending = still
+            still.reverse()
+            if len(still) < len(pending):
+                pending = still
+                continue
+            if self._settle_groups(pending, evidence):
+                pending = [i for i in pending if i not in self.modules]
+                continue
+            # 4. what is left inside a subgraph body inherits the node that owns the body.
+            for i in pending:
+                parent = self.sites[i].parent
+                j = self.index.get(id(parent)) if parent is not None else None
+                if j is not None and j in self.modules:
+                    self._assign(i, self.modules[j], AttributionSource.SUBGRAPH)
+            remaining = [i for i in pending if i not in self.modules]
+            if len(remaining) == len(pending):
+                break
+            pending = remaining
 
-        for i in pending:
-            reasons[i] = _NO_EVIDENCE
-        return modules, sources, reasons
+        reasons = {i: _NO_EVIDENCE for i in pending}
+        return self.modules, self.sources, reasons
 
-    @staticmethod
-    def _context(neighbours: list[int], modules: dict[int, str], require_all: bool) -> str | None:
-        known = [modules[j] for j in neighbours if j in modules]
-        if not known or (require_all and len(known) != len(neighbours)):
-            return None
-        return ModuleTree.lowest_common_ancestor(known)
+    def _assign(self, i: int, path: str, source: AttributionSource) -> None:
+        self.modules[i] = path
+        self.sources[i] = source
+
+    def _settle_groups(self, pending: list[int], evidence: Any) -> bool:
+        """Attribute each connected group of unknown nodes to the LCA of everything around it."""
+        pending_set = set(pending)
+        seen: set[int] = set()
+        progress = False
+        for start in pending:
+            if start in seen:
+                continue
+            group, known, stack = [], [], [start]
+            seen.add(start)
+            while stack:
+                i = stack.pop()
+                group.append(i)
+                k, unknown, _ = evidence(i)
+                known += k
+                for j in unknown:
+                    if j in pending_set and j not in seen:
+                        seen.add(j)
+                        stack.append(j)
+            if known:
+                path = _lca(known)
+                for i in group:
+                    self._assign(i, path, AttributionSource.CONTEXT)
+                progress = True
+        return progress
+
+
+def _lca(paths: list[str]) -> str:
+    found = ModuleTree.lowest_common_ancestor(paths)
+    assert found is not None, "_lca needs at least one path"
+    return found
