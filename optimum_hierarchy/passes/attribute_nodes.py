@@ -62,13 +62,13 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     2. ``parameter``: the parameters or buffers the node outputs (an ``Identity`` aliasing a
        deduplicated initializer is named after the parameter it stands for), or, for a node with
        no other neighbour, the parameters it reads.
-    3. ``context``: the lowest common ancestor (LCA) of the modules around the node. A node that
-       only shapes constants or weights (``Constant``, a ``Transpose`` of a weight) exists to serve
-       its consumers: the LCA of its consumers and the parameters it reads. A node that computes on
-       data also counts the producers of its inputs (a graph input comes from the exported module)
-       and, for ``If`` / ``Loop`` / ``Scan``, the nodes of its bodies; the result is the module
-       that contains everything the node touches, which may be coarser than its true module but
-       not finer. Evidence is used once every neighbour is attributed; where unattributed nodes
+    3. ``context``: the lowest common ancestor (LCA) of the modules around the node: its
+       consumers, the parameters it reads, and for ``If`` / ``Loop`` / ``Scan`` the nodes of its
+       bodies. A node that only shapes constants or weights (``Constant``, a ``Transpose`` of a
+       weight) exists to serve its consumers, so that is all; a node that computes on data also
+       counts the producers of its inputs (a graph input comes from the exported module). The
+       result contains everything the node touches: it may be coarser than the true module, not
+       finer. The source is ``parameter`` when the parameters alone give that answer. Evidence is used once every neighbour is attributed; where unattributed nodes
        only neighbour each other (chains of fused nodes after optimization), each connected group
        gets the LCA of everything around it.
     4. ``subgraph``: a node inside an ``If`` / ``Loop`` / ``Scan`` body with no other evidence
@@ -209,19 +209,16 @@ class _Attributor:
             if aliases:
                 self._assign(i, _lca(aliases), AttributionSource.PARAMETER)
 
-        # 3. context, from the neighbours: for a node that only feeds constants or weights to its
-        # consumers, the consumers (and the parameters it reads); for a computing node, also the
-        # producers of its inputs (a graph input is produced by the exported module) and, for
-        # If / Loop / Scan, the nodes of its bodies. First where every neighbour is known; if that
+        # 3. context (see the class docstring). First where every neighbour is known; if that
         # stalls, over whole groups of connected unknown nodes, which is coarser but never finer.
-        def evidence(i: int) -> tuple[list[str], list[int], bool]:
+        def evidence(i: int) -> tuple[list[str], list[int], str | None]:
+            """(known module paths around node i, unattributed neighbours, LCA of its parameters)."""
             node = self.sites[i].node
-            known = [o for o in map(self.owner, node.inputs) if o is not None]
-            n_params = len(known)
+            params = [o for o in map(self.owner, node.inputs) if o is not None]
+            known = list(params)
             unknown: list[int] = []
-            neighbours = self.consumers(i)
+            neighbours = self.consumers(i) + self.children.get(i, [])
             if computes[i]:
-                neighbours += self.children.get(i, [])
                 for value in node.inputs:
                     if value is None:
                         continue
@@ -236,16 +233,18 @@ class _Attributor:
                     known.append(self.modules[j])
                 else:
                     unknown.append(j)
-            return known, unknown, n_params > 0 and len(known) == n_params and not unknown
+            return known, unknown, (_lca(params) if params else None)
 
         pending = [i for i in range(len(self.sites)) if i not in self.modules]
         while pending:
             still = []
             for i in reversed(pending):  # backwards: chains of constants settle in one sweep
-                known, unknown, only_params = evidence(i)
+                known, unknown, from_params = evidence(i)
                 if known and not unknown:
-                    source = AttributionSource.PARAMETER if only_params else AttributionSource.CONTEXT
-                    self._assign(i, _lca(known), source)
+                    path = _lca(known)
+                    # "parameter" when the parameters it reads alone give the answer.
+                    source = AttributionSource.PARAMETER if path == from_params else AttributionSource.CONTEXT
+                    self._assign(i, path, source)
                 else:
                     still.append(i)
             still.reverse()

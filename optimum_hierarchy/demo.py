@@ -1,0 +1,120 @@
+"""``optimum-hierarchy-demo``: export a tiny model built from a shipped config, with the hierarchy.
+
+No hub and no network: the model is built from a config below with seeded random weights, saved
+with ``save_pretrained``, and exported by the real ``optimum-cli export onnx --hierarchy``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TINY_MODELS", "build_tiny_model", "main"]
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# name -> (transformers config class, model class, task, config kwargs)
+TINY_MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
+    "vit": (
+        "ViTConfig",
+        "ViTForImageClassification",
+        "image-classification",
+        {
+            "image_size": 32,
+            "patch_size": 8,
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "num_labels": 3,
+        },
+    ),
+    "bert": (
+        "BertConfig",
+        "BertModel",
+        "feature-extraction",
+        {
+            "vocab_size": 512,
+            "max_position_embeddings": 128,
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+        },
+    ),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        "text-generation-with-past",
+        {"vocab_size": 512, "n_positions": 128, "n_layer": 2, "n_embd": 64, "n_head": 4},
+    ),
+}
+
+
+def build_tiny_model(name: str, directory: str | os.PathLike[str], *, seed: int = 0) -> str:
+    """Build the tiny model ``name`` with distinct random weights, save it in ``directory``; returns its task."""
+    import torch
+    import transformers
+
+    config_cls, model_cls, task, kwargs = TINY_MODELS[name]
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**kwargs))
+    with torch.no_grad():
+        # Distinct values everywhere: default init makes many tensors equal (zero biases, unit
+        # LayerNorm weights), which the exporter would deduplicate into aliases.
+        for param in model.parameters():
+            param.normal_(0.0, 0.05)
+    model.save_pretrained(directory)
+    return task
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="optimum-hierarchy-demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(TINY_MODELS), default="vit", help="tiny model to build (vit)")
+    parser.add_argument("--output", type=Path, default=Path("hierarchy-demo"), help="output directory")
+    args = parser.parse_args(argv)
+
+    source = args.output / "pytorch"
+    onnx_dir = args.output / "onnx"
+    print(f"Building a tiny {args.model} from its config in {source} ...", flush=True)
+    task = build_tiny_model(args.model, source)
+    if onnx_dir.exists():
+        shutil.rmtree(onnx_dir)
+    cli = Path(sys.executable).with_name("optimum-cli")
+    command = [str(cli), "export", "onnx", "--model", str(source), "--task", task, "--hierarchy", str(onnx_dir)]
+    print("$ " + " ".join(command), flush=True)
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0:
+        return completed.returncode
+
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from optimum_hierarchy.read import read_hierarchy
+
+    hierarchy = read_hierarchy(next(iter(sorted(onnx_dir.glob("*.onnx")))))
+    counts: dict[str, int] = {}
+    for node in hierarchy.nodes:
+        if node.module is None:
+            continue
+        parts = node.module.split(".") if node.module else []
+        for depth in range(len(parts) + 1):
+            key = ".".join(parts[:depth])
+            counts[key] = counts.get(key, 0) + 1
+    view = Tree(f"{hierarchy.tree.root.class_name}  [{counts.get('', 0)} nodes]")
+    for child in hierarchy.tree.children(""):
+        branch = view.add(f"{child}  {hierarchy.tree[child].class_name.rpartition('.')[2]}  [{counts.get(child, 0)} nodes]")
+        for grandchild in hierarchy.tree.children(child):
+            info = hierarchy.tree[grandchild]
+            branch.add(f"{info.name}  {info.class_name.rpartition('.')[2]}  [{counts.get(grandchild, 0)} nodes]")
+    console = Console()
+    console.print(view)
+    console.print(f"Annotated model: {hierarchy.path}", highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
