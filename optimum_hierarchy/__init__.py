@@ -29,7 +29,24 @@ _LAZY = {
     "read_hierarchy": "optimum_hierarchy.read",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "AttributeNodesPass",
+    "AttributionSource",
+    "AttributionSummary",
+    "ExportInfo",
+    "HierarchyExportResult",
+    "HierarchyMetadata",
+    "HierarchyPreservingExporter",
+    "ModuleInfo",
+    "ModuleTree",
+    "__version__",
+    "annotate_onnx_file",
+    "capture_module_tree",
+    "export_model_with_hierarchy",
+    "export_with_hierarchy",
+    "hierarchy_onnx_config",
+    "read_hierarchy",
+]
 
 if TYPE_CHECKING:
     from optimum_hierarchy.annotate import annotate_onnx_file

@@ -8,7 +8,9 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -17,7 +19,15 @@ from google.protobuf.message import DecodeError
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks
-from optimum_hierarchy.schema import NODE_MODULE_KEY, AttributionSummary, ExportInfo, ModuleTree
+from optimum_hierarchy.schema import (
+    MODEL_KEY_PREFIX,
+    NAMESPACE_KEY,
+    NODE_MODULE_KEY,
+    AttributionSummary,
+    ExportInfo,
+    ModuleTree,
+)
+from optimum_hierarchy.walk import iter_ir_sites, iter_proto_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -62,14 +72,44 @@ def save_model_proto_atomic(proto: onnx.ModelProto, path: str | os.PathLike[str]
         raise
 
 
+def _write_metadata(model: ir.Model, proto: onnx.ModelProto) -> None:
+    """Copy the hierarchy metadata from the pass's IR model onto the original proto (same node order).
+
+    Only metadata changes: the rest of the file stays byte for byte what the exporter wrote
+    (re-serializing the IR would also add value_info entries and copy every weight).
+    """
+    ir_nodes = [site.node for site in iter_ir_sites(model.graph)]
+    proto_nodes = [node for node, _ in iter_proto_nodes(proto.graph)]
+    if len(ir_nodes) != len(proto_nodes):
+        raise AssertionError(f"node count mismatch between IR ({len(ir_nodes)}) and proto ({len(proto_nodes)})")
+    for ir_node, node in zip(ir_nodes, proto_nodes, strict=True):
+        if ir_node.op_type != node.op_type or (ir_node.name or "") != node.name:
+            raise AssertionError(f"node order mismatch at {node.name!r}")
+        _replace_props(node.metadata_props, ir_node.metadata_props, owned=_is_owned_node_key)
+    _replace_props(proto.metadata_props, model.metadata_props, owned=lambda k: k.startswith(MODEL_KEY_PREFIX))
+
+
+def _is_owned_node_key(key: str) -> bool:
+    return key.startswith(MODEL_KEY_PREFIX) or key == NAMESPACE_KEY
+
+
+def _replace_props(target: Any, source: Mapping[str, str], owned: Callable[[str], bool]) -> None:
+    kept = [(p.key, p.value) for p in target if not owned(p.key)]
+    ours = sorted((k, v) for k, v in source.items() if owned(k))
+    del target[:]
+    for key, value in (*kept, *ours):
+        target.add(key=key, value=value)
+
+
 def annotate_onnx_model(
     proto: onnx.ModelProto, tree: ModuleTree, export: ExportInfo | None = None, *, strict: bool = False
-) -> tuple[onnx.ModelProto, AttributionSummary, bool]:
-    """Attribute every node of ``proto``; returns the new proto, the summary, and whether anything changed."""
+) -> tuple[AttributionSummary, bool]:
+    """Attribute every node of ``proto`` in place; returns the summary and whether anything changed."""
     model = ir.serde.deserialize_model(proto)
     result = AttributeNodesPass(tree, export, strict=strict)(model)
-    summary = result.model.meta[SUMMARY_META_KEY]
-    return ir.serde.serialize_model(result.model), summary, result.modified
+    if result.modified:
+        _write_metadata(result.model, proto)
+    return result.model.meta[SUMMARY_META_KEY], result.modified
 
 
 def _check_rules(path: Path, proto: onnx.ModelProto, rules: ArchitectureRules, strict: bool) -> None:
@@ -105,12 +145,12 @@ def annotate_onnx_file(
     """
     path = Path(path)
     proto = load_model_proto(path)
-    new_proto, summary, modified = annotate_onnx_model(proto, tree, export, strict=strict)
+    summary, modified = annotate_onnx_model(proto, tree, export, strict=strict)
     if rules is not None:
-        _check_rules(path, new_proto, rules, strict)
+        _check_rules(path, proto, rules, strict)
     if modified:
         try:
-            save_model_proto_atomic(new_proto, path)
+            save_model_proto_atomic(proto, path)
         except OSError as e:
             raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e
     logger.info("%s: %s", path, summary.describe())

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             counts[key] = counts.get(key, 0) + 1
     view = Tree(f"{hierarchy.tree.root.class_name}  [{counts.get('', 0)} nodes]")
     for child in hierarchy.tree.children(""):
-        branch = view.add(f"{child}  {hierarchy.tree[child].class_name.rpartition('.')[2]}  [{counts.get(child, 0)} nodes]")
+        short = hierarchy.tree[child].class_name.rpartition(".")[2]
+        branch = view.add(f"{child}  {short}  [{counts.get(child, 0)} nodes]")
         for grandchild in hierarchy.tree.children(child):
             info = hierarchy.tree[grandchild]
             branch.add(f"{info.name}  {info.class_name.rpartition('.')[2]}  [{counts.get(grandchild, 0)} nodes]")

@@ -6,7 +6,6 @@ __all__ = ["ModelHierarchy", "NodeAttribution", "read_hierarchy"]
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from optimum_hierarchy import schema
 from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
+from optimum_hierarchy.walk import iter_proto_nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,22 +56,11 @@ class ModelHierarchy:
         raise KeyError(node_name)
 
 
-def _iter_nodes(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, str]]:
-    for node in graph.node:
-        yield node, graph.name
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _iter_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _iter_nodes(sub)
-
-
 def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
     props = {p.key: p.value for p in proto.metadata_props}
     metadata = decode_model_metadata(props, source=str(path) if path is not None else "model")
     nodes = []
-    for node, graph_name in _iter_nodes(proto.graph):
+    for node, graph_name in iter_proto_nodes(proto.graph):
         node_props = {p.key: p.value for p in node.metadata_props}
         nodes.append(
             NodeAttribution(

@@ -216,7 +216,7 @@ class ModuleTree(Mapping[str, ModuleInfo]):
                 common = parts
                 continue
             n = 0
-            for a, b in zip(common, parts):
+            for a, b in zip(common, parts, strict=False):
                 if a != b:
                     break
                 n += 1

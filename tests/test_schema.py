@@ -24,8 +24,16 @@ def small_tree() -> ModuleTree:
             ModuleInfo("encoder", "pkg.Encoder"),
             ModuleInfo("encoder.layer", "torch.nn.modules.container.ModuleList"),
             ModuleInfo("encoder.layer.0", "pkg.Layer"),
-            ModuleInfo("encoder.layer.0.dense", "torch.nn.Linear", parameters=(ParameterInfo("weight", (4, 4)), ParameterInfo("bias", (4,)))),
-            ModuleInfo("head", "torch.nn.Linear", parameters=(ParameterInfo("weight", (4, 4), tied_to="encoder.layer.0.dense.weight"),)),
+            ModuleInfo(
+                "encoder.layer.0.dense",
+                "torch.nn.Linear",
+                parameters=(ParameterInfo("weight", (4, 4)), ParameterInfo("bias", (4,))),
+            ),
+            ModuleInfo(
+                "head",
+                "torch.nn.Linear",
+                parameters=(ParameterInfo("weight", (4, 4), tied_to="encoder.layer.0.dense.weight"),),
+            ),
         ]
     )
 
@@ -67,7 +75,9 @@ def test_model_metadata_round_trip_is_json_and_deterministic() -> None:
     meta = HierarchyMetadata(
         tree=small_tree(),
         export=ExportInfo(root="encoder", model_type="bert", model_class="pkg.Root", rules="bert"),
-        summary=AttributionSummary(nodes=3, by_source={"scope": 2}, unattributed=(UnattributedNode("n", "Add", "g", "why"),)),
+        summary=AttributionSummary(
+            nodes=3, by_source={"scope": 2}, unattributed=(UnattributedNode("n", "Add", "g", "why"),)
+        ),
     )
     props = schema.encode_model_metadata(meta)
     assert props == schema.encode_model_metadata(meta)

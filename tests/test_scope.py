@@ -9,7 +9,13 @@ def tree_of(*paths: str) -> ModuleTree:
 
 
 def test_scope_segments() -> None:
-    assert scope_segments("/encoder/layer.0/attention/self/query/MatMul") == ["encoder", "layer.0", "attention", "self", "query"]
+    assert scope_segments("/encoder/layer.0/attention/self/query/MatMul") == [
+        "encoder",
+        "layer.0",
+        "attention",
+        "self",
+        "query",
+    ]
     assert scope_segments("/Shape") == []
     assert scope_segments("/Gather_1") == []
     assert scope_segments("Constant_12") is None

@@ -11,8 +11,8 @@ __all__ = [
 ]
 
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.errors import HierarchyExportError

@@ -115,8 +115,7 @@ class HierarchyModelPatcher:
                 tree, root = session.root_tree(), prefix  # type: ignore[union-attr]
             else:
                 logger.warning(
-                    "%s: the exported %s is not a submodule of the model being exported; paths are "
-                    "relative to it.",
+                    "%s: the exported %s is not a submodule of the model being exported; paths are relative to it.",
                     path,
                     type(self._model).__name__,
                 )

@@ -173,9 +173,7 @@ def hierarchy_export_session(*, strict: bool = False, model: Any = None) -> Iter
             return constructor
         session.set_root_model(kwargs.get("model"))
         if isinstance(constructor, functools.partial) and isinstance(constructor.func, type):
-            return functools.partial(
-                hierarchy_onnx_config(constructor.func), *constructor.args, **constructor.keywords
-            )
+            return functools.partial(hierarchy_onnx_config(constructor.func), *constructor.args, **constructor.keywords)
         if isinstance(constructor, type):
             return hierarchy_onnx_config(constructor)
         logger.warning("Unexpected ONNX config constructor %r: exported files are annotated afterwards.", constructor)

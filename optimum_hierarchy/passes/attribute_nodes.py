@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["AttributeNodesPass", "SUMMARY_META_KEY"]
+__all__ = ["SUMMARY_META_KEY", "AttributeNodesPass"]
 
 import collections
-import dataclasses
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import onnx_ir as ir
@@ -23,6 +21,7 @@ from optimum_hierarchy.schema import (
     UnattributedNode,
 )
 from optimum_hierarchy.scope import ScopeResolver
+from optimum_hierarchy.walk import Site, iter_ir_sites
 
 logger = logging.getLogger(__name__)
 
@@ -32,27 +31,6 @@ SUMMARY_META_KEY = "optimum_hierarchy.summary"
 _NO_EVIDENCE = "no scope in its name, no parameter among its inputs or outputs, and no attributed neighbour"
 
 
-@dataclasses.dataclass
-class _Site:
-    """A node and where it lives."""
-
-    node: ir.Node
-    graph_name: str
-    parent: ir.Node | None
-    """The node whose subgraph attribute holds this node (``If``, ``Loop``, ``Scan``), if any."""
-
-
-def _walk(graph: ir.Graph, parent: ir.Node | None = None) -> Iterator[_Site]:
-    for node in graph:
-        yield _Site(node, graph.name or "", parent)
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                yield from _walk(attr.as_graph(), node)
-            elif attr.type == ir.AttributeType.GRAPHS:
-                for sub in attr.as_graphs():
-                    yield from _walk(sub, node)
-
-
 class AttributeNodesPass(ir.passes.InPlacePass):
     """Write the module path of every node (subgraphs included) and the module tree into the model.
 
@@ -60,17 +38,17 @@ class AttributeNodesPass(ir.passes.InPlacePass):
 
     1. ``scope``: the TorchScript scope in the node name, resolved against the module tree.
     2. ``parameter``: the parameters or buffers the node outputs (an ``Identity`` aliasing a
-       deduplicated initializer is named after the parameter it stands for), or, for a node with
-       no other neighbour, the parameters it reads.
+       deduplicated initializer is named after the parameter it stands for).
     3. ``context``: the lowest common ancestor (LCA) of the modules around the node: its
        consumers, the parameters it reads, and for ``If`` / ``Loop`` / ``Scan`` the nodes of its
        bodies. A node that only shapes constants or weights (``Constant``, a ``Transpose`` of a
        weight) exists to serve its consumers, so that is all; a node that computes on data also
        counts the producers of its inputs (a graph input comes from the exported module). The
        result contains everything the node touches: it may be coarser than the true module, not
-       finer. The source is ``parameter`` when the parameters alone give that answer. Evidence is used once every neighbour is attributed; where unattributed nodes
-       only neighbour each other (chains of fused nodes after optimization), each connected group
-       gets the LCA of everything around it.
+       finer. The source is ``parameter`` when the parameters alone give that answer. Evidence is
+       used once every neighbour is attributed; where unattributed nodes only neighbour each other
+       (chains of fused nodes after optimization), each connected group gets the LCA of
+       everything around it.
     4. ``subgraph``: a node inside an ``If`` / ``Loop`` / ``Scan`` body with no other evidence
        inherits the module of the node that owns the body.
 
@@ -88,7 +66,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
             raise ValueError(f"export root {self.export.root!r} is not a module of the tree")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        sites = list(_walk(model.graph))
+        sites = list(iter_ir_sites(model.graph))
         modules, sources, reasons = self._attribute(sites)
 
         unattributed = tuple(
@@ -141,16 +119,14 @@ class AttributeNodesPass(ir.passes.InPlacePass):
         model.meta[SUMMARY_META_KEY] = summary
         return ir.passes.PassResult(model, modified=modified)
 
-    def _attribute(
-        self, sites: list[_Site]
-    ) -> tuple[dict[int, str], dict[int, AttributionSource], dict[int, str]]:
+    def _attribute(self, sites: list[Site]) -> tuple[dict[int, str], dict[int, AttributionSource], dict[int, str]]:
         return _Attributor(self.tree, self.export.root, sites).run()
 
 
 class _Attributor:
     """The evidence rules of :class:`AttributeNodesPass` over one model's nodes."""
 
-    def __init__(self, tree: ModuleTree, root: str, sites: list[_Site]) -> None:
+    def __init__(self, tree: ModuleTree, root: str, sites: list[Site]) -> None:
         self.tree = tree
         self.root = root
         self.sites = sites

@@ -17,9 +17,17 @@ TREE = ModuleTree(
         ModuleInfo("encoder", "Encoder"),
         ModuleInfo("encoder.layer", "ModuleList"),
         ModuleInfo("encoder.layer.0", "Layer"),
-        ModuleInfo("encoder.layer.0.query", "torch.nn.Linear", parameters=(ParameterInfo("weight", (2, 2)), ParameterInfo("bias", (2,)))),
+        ModuleInfo(
+            "encoder.layer.0.query",
+            "torch.nn.Linear",
+            parameters=(ParameterInfo("weight", (2, 2)), ParameterInfo("bias", (2,))),
+        ),
         ModuleInfo("encoder.layer.1", "Layer"),
-        ModuleInfo("encoder.layer.1.query", "torch.nn.Linear", parameters=(ParameterInfo("weight", (2, 2)), ParameterInfo("bias", (2,)))),
+        ModuleInfo(
+            "encoder.layer.1.query",
+            "torch.nn.Linear",
+            parameters=(ParameterInfo("weight", (2, 2)), ParameterInfo("bias", (2,))),
+        ),
         ModuleInfo("head", "torch.nn.Linear"),
     ]
 )
@@ -29,7 +37,9 @@ def t(name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ones((2,), dtype=np.float32), name)
 
 
-def make_model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto] | None = None, outputs: tuple[str, ...] = ("y",)) -> onnx.ModelProto:
+def make_model(
+    nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto] | None = None, outputs: tuple[str, ...] = ("y",)
+) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "main",
@@ -40,7 +50,9 @@ def make_model(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto] | None
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def run(proto: onnx.ModelProto, export: ExportInfo | None = None, tree: ModuleTree = TREE, **kw: bool) -> tuple[dict[str, dict[str, str]], ir.Model, bool]:
+def run(
+    proto: onnx.ModelProto, export: ExportInfo | None = None, tree: ModuleTree = TREE, **kw: bool
+) -> tuple[dict[str, dict[str, str]], ir.Model, bool]:
     model = ir.serde.deserialize_model(proto)
     result = AttributeNodesPass(tree, export, **kw)(model)
     out = ir.serde.serialize_model(result.model)
@@ -68,7 +80,9 @@ def test_scope_parameter_and_constant_context() -> None:
         [
             helper.make_node("Constant", [], ["onnx::Add_1"], name="Constant_7", value=t("c")),
             helper.make_node("Add", ["x", "onnx::Add_1"], ["a"], name="/encoder/layer.0/query/Add"),
-            helper.make_node("Identity", ["encoder.layer.0.query.bias"], ["encoder.layer.1.query.bias"], name="Identity_3"),
+            helper.make_node(
+                "Identity", ["encoder.layer.0.query.bias"], ["encoder.layer.1.query.bias"], name="Identity_3"
+            ),
             helper.make_node("Add", ["a", "encoder.layer.1.query.bias"], ["b"], name="/encoder/layer.1/query/Add"),
             helper.make_node("Relu", ["b"], ["y"], name="/Relu"),
         ],
@@ -146,7 +160,10 @@ def test_if_subgraphs_are_attributed() -> None:
         ],
         "then",
         [],
-        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info("t0", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2]),
+        ],
     )
     else_graph = helper.make_graph(
         [
@@ -155,16 +172,26 @@ def test_if_subgraphs_are_attributed() -> None:
         ],
         "else",
         [],
-        [helper.make_tensor_value_info("e0", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("e1", TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info("e0", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("e1", TensorProto.FLOAT, [2]),
+        ],
     )
     graph = helper.make_graph(
         [
-            helper.make_node("Constant", [], ["cond"], name="Constant_0", value=helper.make_tensor("v", TensorProto.BOOL, [], [True])),
-            helper.make_node("If", ["cond"], ["y", "z"], name="optimum::if", then_branch=then_graph, else_branch=else_graph),
+            helper.make_node(
+                "Constant", [], ["cond"], name="Constant_0", value=helper.make_tensor("v", TensorProto.BOOL, [], [True])
+            ),
+            helper.make_node(
+                "If", ["cond"], ["y", "z"], name="optimum::if", then_branch=then_graph, else_branch=else_graph
+            ),
         ],
         "main",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [2]),
+        ],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     props, model, _ = run(proto)

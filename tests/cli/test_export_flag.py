@@ -1,0 +1,116 @@
+"""`optimum-cli export onnx --hierarchy`, run as a subprocess against the installed package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from support import MODELS, make_feeds, run_cli
+
+from optimum_hierarchy import schema
+
+
+def strip_hierarchy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for node in out.graph.node:
+        keep = [
+            p
+            for p in node.metadata_props
+            if not p.key.startswith(schema.MODEL_KEY_PREFIX) and p.key != schema.NAMESPACE_KEY
+        ]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    keep = [p for p in out.metadata_props if not p.key.startswith(schema.MODEL_KEY_PREFIX)]
+    del out.metadata_props[:]
+    out.metadata_props.extend(keep)
+    return out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_valid_and_bit_identical_to_plain_export(
+    name: str, cli_exports: dict[str, Path], plain_exports: dict[str, Path]
+) -> None:
+    annotated_path = cli_exports[name] / "model.onnx"
+    plain_path = plain_exports[name] / "model.onnx"
+    onnx.checker.check_model(str(annotated_path), full_check=True)
+    annotated = onnx.load(str(annotated_path))
+    plain = onnx.load(str(plain_path))
+    assert not any(p.key.startswith(schema.MODEL_KEY_PREFIX) for p in plain.metadata_props)
+    assert any(p.key == schema.SCHEMA_VERSION_KEY for p in annotated.metadata_props)
+    # The annotation adds metadata and nothing else.
+    assert strip_hierarchy(annotated).graph == plain.graph
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (annotated_path, plain_path)]
+    feeds = make_feeds(sessions[0])
+    outputs = [s.run(None, feeds) for s in sessions]
+    assert len(outputs[0]) >= 1
+    for a, b in zip(*outputs, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_share_by_source_is_printed(name: str, cli_exports: dict[str, Path]) -> None:
+    stdout = (cli_exports[name].parent / f"{name}.stdout").read_text()
+    assert "Share by source: " in stdout
+    assert "scope " in stdout
+    assert "Attributed" in stdout and "nodes" in stdout
+
+
+def test_help_lists_the_flag_and_startup_stays_light() -> None:
+    assert "--hierarchy" in run_cli("export", "onnx", "--help").stdout
+    code = (
+        "import sys\n"
+        "sys.argv = ['optimum-cli', 'export', 'onnx', '--help']\n"
+        "from optimum.commands.optimum_cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'transformers') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--hierarchy" in out
+    assert "HEAVY []" in out
+
+
+def test_strict_flag_needs_hierarchy(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    completed = run_cli(
+        "export", "onnx", "--model", str(model_dirs["vit"]), "--hierarchy-strict", str(tmp_path / "o"), check=False
+    )
+    assert completed.returncode != 0
+    assert "--hierarchy-strict only applies together with --hierarchy" in completed.stderr
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing_model", "no such directory"),
+        ("no_config", "has no config.json"),
+        ("output_is_file", "exists and is not a directory"),
+        ("output_under_file", "cannot write into"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(case: str, message: str, model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    model = str(model_dirs["vit"])
+    output = tmp_path / "out"
+    if case == "missing_model":
+        model = str(tmp_path / "does-not-exist")
+    elif case == "no_config":
+        (tmp_path / "empty").mkdir()
+        model = str(tmp_path / "empty")
+    elif case == "output_is_file":
+        output.write_text("not a directory")
+    elif case == "output_under_file":
+        (tmp_path / "blocker").write_text("x")
+        output = tmp_path / "blocker" / "out"
+    completed = run_cli(
+        "export", "onnx", "--model", model, "--task", "image-classification", "--hierarchy", str(output), check=False
+    )
+    assert completed.returncode == 1
+    assert "error:" in completed.stderr and message in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert not list(tmp_path.rglob("*.onnx"))
