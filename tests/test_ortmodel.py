@@ -9,9 +9,8 @@ import pytest
 import torch
 from support import PAST_LENGTH, SEQUENCE_LENGTH
 
-from optimum_hierarchy.demo import TINY_MODELS
-
 from optimum_hierarchy import read_hierarchy
+from optimum_hierarchy.demo import TINY_MODELS
 
 
 def inputs_for(name: str) -> dict[str, torch.Tensor]:
@@ -47,8 +46,6 @@ def test_ortmodel_loads_annotated_export(
     hierarchy = read_hierarchy(annotated)  # the documented one-liner
     assert hierarchy.path == cli_exports[name] / "model.onnx"
     assert hierarchy.tree.root.class_name.rpartition(".")[2] == TINY_MODELS[name][1]
-        type(annotated).__name__.replace("ORTModelFor", "For").join(["", ""])[0:0] or ""
-    )
     assert all(node.module is not None for node in hierarchy.nodes)
     assert len(hierarchy.tree) > 20
 
