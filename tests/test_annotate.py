@@ -1,0 +1,76 @@
+"""Annotating files on disk: bad input, idempotence, no stray files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from optimum_hierarchy import annotate_onnx_file, read_hierarchy
+from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
+
+
+def test_annotating_again_changes_nothing(cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    shutil.copy(cli_exports["bert"] / "model.onnx", path)
+    before = path.read_bytes()
+    stat = path.stat()
+    hierarchy = read_hierarchy(path)
+    summary = annotate_onnx_file(path, hierarchy.tree, hierarchy.export)
+    assert summary.attributed == summary.nodes > 100
+    assert path.read_bytes() == before
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns  # not even rewritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_plain_export_can_be_annotated_afterwards(
+    plain_exports: dict[str, Path], cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    path = tmp_path / "model.onnx"
+    shutil.copy(plain_exports["vit"] / "model.onnx", path)
+    with pytest.raises(MissingHierarchyError, match="--hierarchy"):
+        read_hierarchy(path)
+    reference = read_hierarchy(cli_exports["vit"] / "model.onnx")
+    annotate_onnx_file(path, reference.tree, reference.export)
+    assert read_hierarchy(path).nodes == reference.nodes
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"this is not protobuf \xff\xfe", "not an ONNX model"),
+        (b"", "not an ONNX model"),  # parses as an empty ModelProto
+    ],
+)
+def test_bad_files(tmp_path: Path, content: bytes | None, message: str, cli_exports: dict[str, Path]) -> None:
+    path = tmp_path / "bad.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    tree = read_hierarchy(cli_exports["vit"] / "model.onnx").tree
+    with pytest.raises(InvalidModelFileError, match=message) as info:
+        annotate_onnx_file(path, tree)
+    assert str(path) in str(info.value)
+    with pytest.raises(InvalidModelFileError):
+        read_hierarchy(path)
+    if content is not None:
+        assert path.read_bytes() == content
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HierarchyError, match="is a directory"):
+        read_hierarchy(tmp_path)
+    with pytest.raises(InvalidModelFileError, match="not a file"):
+        annotate_onnx_file(
+            tmp_path,
+            read_hierarchy.__globals__["schema"].ModuleTree([read_hierarchy.__globals__["schema"].ModuleInfo("", "R")]),
+        )
+
+
+def test_valid_protobuf_model_without_graph(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    onnx.save(onnx.ModelProto(ir_version=8), str(path))
+    with pytest.raises(InvalidModelFileError, match="no graph"):
+        read_hierarchy(path)

@@ -1,0 +1,19 @@
+"""The README's main job: the demo builds a tiny ViT and exports it with the real optimum-cli."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from optimum_hierarchy import read_hierarchy
+
+
+def test_demo_runs(tmp_path: Path) -> None:
+    demo = Path(sys.executable).with_name("optimum-hierarchy-demo")
+    completed = subprocess.run([str(demo), "--output", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert "Attributed" in completed.stdout and "Annotated model" in completed.stdout
+    hierarchy = read_hierarchy(tmp_path / "onnx" / "model.onnx")
+    assert hierarchy.tree.root.class_name.endswith("ViTForImageClassification")
+    assert all(n.module is not None for n in hierarchy.nodes)
