@@ -96,8 +96,8 @@ def read_hierarchy(source: str | os.PathLike[str] | onnx.ModelProto | Any) -> Mo
         if path.is_dir():
             raise HierarchyError(f"{path}: is a directory; pass one of its .onnx files.")
         return _from_proto(load_model_proto(path), path)
-    path = _session_path(source)
-    if path is None:
+    session_file = _session_path(source)
+    if session_file is None:
         parts = [name for name in ("encoder", "decoder") if hasattr(source, name)]
         hint = f" Pass one of its parts: {', '.join('.' + p for p in parts)}." if parts else ""
         raise HierarchyError(

@@ -54,5 +54,5 @@ def find_module_path(root: torch.nn.Module, module: torch.nn.Module) -> str | No
     """Path of ``module`` inside ``root`` (``""`` when they are the same object), ``None`` if absent."""
     for path, candidate in root.named_modules():
         if candidate is module:
-            return path
+            return str(path)
     return None

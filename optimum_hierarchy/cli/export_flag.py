@@ -56,8 +56,8 @@ def install_export_flag() -> None:
             return original_run(self)
         return _run_with_hierarchy(self, original_run)
 
-    ONNXExportCommand.parse_args = staticmethod(parse_args)  # type: ignore[method-assign]
-    ONNXExportCommand.run = run  # type: ignore[method-assign]
+    ONNXExportCommand.parse_args = staticmethod(parse_args)
+    ONNXExportCommand.run = run
     setattr(ONNXExportCommand, _INSTALLED, True)
 
 

@@ -63,11 +63,11 @@ def _record_export_paths(paths: list[Path]) -> Any:
             paths.append(Path(f))
         return result
 
-    module.export = export
+    module.export = export  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        module.export = original
+        module.export = original  # type: ignore[attr-defined]
 
 
 class HierarchyModelPatcher:
@@ -196,7 +196,7 @@ class GPT2HierarchyOnnxConfig(HierarchyOnnxConfigMixin, GPT2OnnxConfig):  # type
 
 
 @functools.cache
-def _generic_subclass(base: type) -> type:
+def _generic_subclass(base: Any) -> type:
     return type(f"Hierarchy{base.__name__}", (HierarchyOnnxConfigMixin, base), {"__module__": __name__})
 
 
@@ -205,7 +205,7 @@ def hierarchy_onnx_config(base: type[OnnxConfig]) -> type[OnnxConfig]:
     if issubclass(base, HierarchyOnnxConfigMixin):
         return base
     named = _NAMED.get(base)
-    return named if named is not None else _generic_subclass(base)
+    return named if named is not None else _generic_subclass(base)  # type: ignore[arg-type]
 
 
 def as_hierarchy_config(config: OnnxConfig) -> OnnxConfig:

@@ -9,7 +9,7 @@ import contextvars
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +164,7 @@ def hierarchy_export_session(*, strict: bool = False, model: Any = None) -> Iter
     session = ExportSession(strict=strict)
     if model is not None:
         session.set_root_model(model)
-    original = TasksManager.get_exporter_config_constructor
+    original: Callable[..., Any] = TasksManager.get_exporter_config_constructor
 
     @functools.wraps(original)
     def get_exporter_config_constructor(*args: Any, **kwargs: Any) -> Any:
@@ -173,19 +173,20 @@ def hierarchy_export_session(*, strict: bool = False, model: Any = None) -> Iter
             return constructor
         session.set_root_model(kwargs.get("model"))
         if isinstance(constructor, functools.partial) and isinstance(constructor.func, type):
-            return functools.partial(hierarchy_onnx_config(constructor.func), *constructor.args, **constructor.keywords)
+            subclass: Any = hierarchy_onnx_config(constructor.func)
+            return functools.partial(subclass, *constructor.args, **constructor.keywords)
         if isinstance(constructor, type):
             return hierarchy_onnx_config(constructor)
         logger.warning("Unexpected ONNX config constructor %r: exported files are annotated afterwards.", constructor)
         return constructor
 
     token = _SESSION.set(session)
-    TasksManager.get_exporter_config_constructor = staticmethod(get_exporter_config_constructor)  # type: ignore[method-assign]
+    TasksManager.get_exporter_config_constructor = staticmethod(get_exporter_config_constructor)
     try:
         yield session
     except BaseException:
         session.discard_written()
         raise
     finally:
-        TasksManager.get_exporter_config_constructor = staticmethod(original)  # type: ignore[method-assign]
+        TasksManager.get_exporter_config_constructor = staticmethod(original)
         _SESSION.reset(token)

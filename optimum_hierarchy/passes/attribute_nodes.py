@@ -94,7 +94,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
                     schema.NODE_SOURCE_KEY: sources[i].value,
                     schema.NAMESPACE_KEY: schema.namespace_of(modules[i]),
                 }
-                stale = (schema.NODE_REASON_KEY,)
+                stale: tuple[str, ...] = (schema.NODE_REASON_KEY,)
             else:
                 wanted = {
                     schema.NODE_SOURCE_KEY: AttributionSource.UNATTRIBUTED.value,
