@@ -104,4 +104,4 @@ def read_hierarchy(source: str | os.PathLike[str] | onnx.ModelProto | Any) -> Mo
             f"cannot find the ONNX file behind {type(source).__name__}: expected a path, an onnx.ModelProto, "
             f"an onnxruntime.InferenceSession or an ORTModel.{hint}"
         )
-    return _from_proto(load_model_proto(path), path)
+    return _from_proto(load_model_proto(session_file), session_file)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.errors import HierarchyExportError
-from optimum_hierarchy.exporters.session import HierarchyExportResult, hierarchy_export_session
+from optimum_hierarchy.exporters.session import HierarchyExportResult, hierarchy_export_session, onnx_files_state
 
 if TYPE_CHECKING:
     import torch
@@ -57,12 +57,6 @@ def check_output_dir(output: str | os.PathLike[str]) -> Path:
             f"output {path}: cannot write into {existing} (permission denied); choose a writable directory."
         )
     return path
-
-
-def _onnx_files_state(output: Path) -> dict[Path, tuple[int, int]]:
-    if not output.is_dir():
-        return {}
-    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in output.rglob("*.onnx")}
 
 
 def _wrap_custom_configs(kwargs: dict[str, Any]) -> None:
@@ -134,7 +128,7 @@ def run_with_hierarchy(
     This is what the Python API and ``optimum-cli export onnx --hierarchy`` share.
     """
     output = check_output_dir(output)
-    before = _onnx_files_state(output)
+    before = onnx_files_state(output)
     with hierarchy_export_session(strict=strict, model=model) as session:
         export(output)
         return session.finalize(output, unchanged=before)

@@ -25,7 +25,7 @@ from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig,
 
 from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
-from optimum_hierarchy.exporters.session import current_session
+from optimum_hierarchy.exporters.session import AnnotatedFile, current_session
 from optimum_hierarchy.rules import rules_for_model_type
 from optimum_hierarchy.schema import ExportInfo
 
@@ -137,7 +137,9 @@ class HierarchyModelPatcher:
         strict = session.strict if session is not None else self._config.HIERARCHY_STRICT
         if session is not None:
             session.note_written(path)
-        annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
+        summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
+        if session is not None:
+            session.note_annotated(AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules))
 
 
 def _qualified_class_name(obj: object) -> str:

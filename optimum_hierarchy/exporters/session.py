@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["AnnotatedFile", "ExportSession", "HierarchyExportResult", "current_session", "hierarchy_export_session"]
+__all__ = [
+    "AnnotatedFile",
+    "ExportSession",
+    "HierarchyExportResult",
+    "current_session",
+    "file_state",
+    "hierarchy_export_session",
+    "onnx_files_state",
+]
 
 import contextlib
 import contextvars
@@ -73,6 +81,8 @@ class ExportSession:
     strict: bool = False
     root_model: torch.nn.Module | None = None
     written: list[Path] = dataclasses.field(default_factory=list)
+    annotated: dict[Path, tuple[tuple[int, int], AnnotatedFile]] = dataclasses.field(default_factory=dict)
+    """Files annotated right after export, with their (mtime, size) then."""
     _tree: ModuleTree | None = None
 
     def root_tree(self) -> ModuleTree:
@@ -92,6 +102,9 @@ class ExportSession:
         if path not in self.written:
             self.written.append(path)
 
+    def note_annotated(self, record: AnnotatedFile) -> None:
+        self.annotated[record.path] = (file_state(record.path), record)
+
     def finalize(
         self, output: str | Path, unchanged: Mapping[Path, tuple[int, int]] | None = None
     ) -> HierarchyExportResult:
@@ -108,8 +121,12 @@ class ExportSession:
         files = []
         unchanged = unchanged or {}
         for path in sorted(output.rglob("*.onnx")):
-            stat = path.stat()
-            if path not in self.written and unchanged.get(path) == (stat.st_mtime_ns, stat.st_size):
+            state = file_state(path)
+            if path not in self.written and unchanged.get(path) == state:
+                continue
+            if path in self.annotated and self.annotated[path][0] == state:
+                # Untouched since it was annotated right after export: nothing to redo.
+                files.append(self.annotated[path][1])
                 continue
             proto = load_model_proto(path)
             props = {p.key: p.value for p in proto.metadata_props}
@@ -145,6 +162,19 @@ class ExportSession:
                 with contextlib.suppress(FileNotFoundError):
                     candidate.unlink()
                     logger.warning("Removed %s: the export with hierarchy failed.", candidate)
+
+
+def file_state(path: Path) -> tuple[int, int]:
+    """(mtime, size) of a file: enough to see whether an export step rewrote it."""
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def onnx_files_state(output: Path) -> dict[Path, tuple[int, int]]:
+    """:func:`file_state` of every ONNX file under ``output``."""
+    if not output.is_dir():
+        return {}
+    return {p: file_state(p) for p in output.rglob("*.onnx")}
 
 
 @contextlib.contextmanager
