@@ -114,3 +114,29 @@ def test_bad_input_gets_a_clear_error(case: str, message: str, model_dirs: dict[
     assert "error:" in completed.stderr and message in completed.stderr
     assert "Traceback" not in completed.stderr
     assert not list(tmp_path.rglob("*.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "files"),
+    [
+        ("bert", ("--task", "feature-extraction", "--opset", "17", "--no-post-process"), ["model.onnx"]),
+        ("gpt2", ("--task", "text-generation", "--monolith", "--no-dynamic-axes"), ["model.onnx"]),
+    ],
+)
+def test_existing_options_keep_working(
+    name: str, options: tuple[str, ...], files: list[str], model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    run_cli("export", "onnx", "--model", str(model_dirs[name]), *options, "--hierarchy", str(tmp_path / "h"))
+    run_cli("export", "onnx", "--model", str(model_dirs[name]), *options, str(tmp_path / "plain"))
+    assert sorted(p.name for p in (tmp_path / "h").glob("*.onnx")) == files
+    for file in files:
+        annotated = onnx.load(str(tmp_path / "h" / file))
+        plain = onnx.load(str(tmp_path / "plain" / file))
+        if "--opset" in options:
+            assert [o.version for o in annotated.opset_import if o.domain == ""] == [17]
+        assert (
+            not any(i.name.startswith("past_key_values") for i in annotated.graph.input) or "--monolith" not in options
+        )
+        assert strip_hierarchy(annotated).graph == plain.graph
+        nodes = [dict((p.key, p.value) for p in n.metadata_props) for n in annotated.graph.node]
+        assert nodes and all(schema.NODE_MODULE_KEY in n for n in nodes)
