@@ -136,15 +136,18 @@ def annotate_onnx_file(
     *,
     strict: bool = False,
     rules: ArchitectureRules | None = None,
+    proto: onnx.ModelProto | None = None,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
     Weights in external data files are never read. The file is rewritten atomically, and not at
     all when the annotation it already carries is the same. With ``rules``, their consistency
-    checks run on the result (a warning, or :class:`AttributionError` when ``strict``).
+    checks run on the result (a warning, or :class:`AttributionError` when ``strict``). ``proto``
+    is the file's content when the caller has already loaded it (it is then updated in place).
     """
     path = Path(path)
-    proto = load_model_proto(path)
+    if proto is None:
+        proto = load_model_proto(path)
     summary, modified = annotate_onnx_model(proto, tree, export, strict=strict)
     if rules is not None:
         _check_rules(path, proto, rules, strict)

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
 def check_model_source(model_name_or_path: str | os.PathLike[str]) -> None:
     """Fail early, with the path in the message, for a local model that is not a model directory.
 
-    Names that are not local paths (``org/name``) are left to Optimum and the hub.
+    A name that does not exist locally and does not look like a path (``gpt2``, ``org/name``) is
+    left to Optimum and the hub.
     """
     text = os.fspath(model_name_or_path)
     path = Path(text).expanduser()
-    looks_local = path.is_absolute() or text.startswith((".", "~")) or os.sep + os.sep in text
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") > 1
     if path.exists():
         if not path.is_dir():
             raise HierarchyExportError(

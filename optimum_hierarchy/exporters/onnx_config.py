@@ -25,9 +25,7 @@ from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig,
 
 from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
-from optimum_hierarchy.exporters.session import AnnotatedFile, current_session
-from optimum_hierarchy.rules import rules_for_model_type
-from optimum_hierarchy.schema import ExportInfo
+from optimum_hierarchy.exporters.session import AnnotatedFile, current_session, make_export_info
 
 if TYPE_CHECKING:
     import torch
@@ -107,12 +105,12 @@ class HierarchyModelPatcher:
 
     def _annotate(self, path: Path) -> None:
         session = current_session()
-        tree, root = self._tree, ""
+        tree, root, owner = self._tree, "", self._model
         root_model = session.root_model if session is not None else None
-        if root_model is not None and root_model is not self._model:
+        if session is not None and root_model is not None and root_model is not self._model:
             prefix = find_module_path(root_model, self._model)
             if prefix is not None:
-                tree, root = session.root_tree(), prefix  # type: ignore[union-attr]
+                tree, root, owner = session.root_tree(), prefix, root_model
             else:
                 logger.warning(
                     "%s: the exported %s is not a submodule of the model being exported; paths are relative to it.",
@@ -126,25 +124,13 @@ class HierarchyModelPatcher:
                 path,
                 type(self._model).__name__,
             )
-        model_type = self._config.hierarchy_model_type()
-        rules = rules_for_model_type(model_type)
-        export = ExportInfo(
-            root=root,
-            model_type=model_type,
-            model_class=_qualified_class_name(root_model if root_model is not None else self._model),
-            rules=rules.name if rules is not None else None,
-        )
+        export, rules = make_export_info(root, self._config.hierarchy_model_type(), owner)
         strict = session.strict if session is not None else self._config.HIERARCHY_STRICT
         if session is not None:
             session.note_written(path)
         summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
         if session is not None:
             session.note_annotated(AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules))
-
-
-def _qualified_class_name(obj: object) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class HierarchyOnnxConfigMixin:

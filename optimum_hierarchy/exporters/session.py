@@ -9,6 +9,7 @@ __all__ = [
     "current_session",
     "file_state",
     "hierarchy_export_session",
+    "make_export_info",
     "onnx_files_state",
 ]
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
-from optimum_hierarchy.rules import rules_for_model_type
+from optimum_hierarchy.rules import ArchitectureRules, rules_for_model_type
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, decode_model_metadata
 
 if TYPE_CHECKING:
@@ -129,30 +130,28 @@ class ExportSession:
                 files.append(self.annotated[path][1])
                 continue
             proto = load_model_proto(path)
-            props = {p.key: p.value for p in proto.metadata_props}
             try:
-                meta = decode_model_metadata(props, source=str(path))
+                meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
                 tree, export = meta.tree, meta.export
+                rules = rules_for_model_type(export.model_type)
             except MissingHierarchyError:
                 if self.root_model is None:
                     raise HierarchyExportError(
                         f"{path}: carries no hierarchy and the session never saw the model it came from"
                     ) from None
                 model_type = getattr(getattr(self.root_model, "config", None), "model_type", None)
-                rules = rules_for_model_type(model_type)
                 tree = self.root_tree()
-                cls = type(self.root_model)
-                export = ExportInfo(
-                    root="",
-                    model_type=model_type,
-                    model_class=f"{cls.__module__}.{cls.__qualname__}",
-                    rules=rules.name if rules is not None else None,
-                )
-            rules = rules_for_model_type(export.model_type)
-            summary = annotate_onnx_file(path, tree, export, strict=self.strict, rules=rules)
+                export, rules = make_export_info("", model_type, self.root_model)
+            summary = annotate_onnx_file(path, tree, export, strict=self.strict, rules=rules, proto=proto)
             files.append(AnnotatedFile(path=path, root=export.root, summary=summary, rules=export.rules))
         if not files:
             raise HierarchyExportError(f"{output}: the export wrote no .onnx file")
+        for record in files:
+            logger.info("%s: %s", record.path, record.summary.describe())
+            if record.rules is None:
+                logger.info(
+                    "%s: no architecture rules for this model type; the generic attribution was used.", record.path
+                )
         return HierarchyExportResult(output=output, files=tuple(files))
 
     def discard_written(self) -> None:
@@ -162,6 +161,19 @@ class ExportSession:
                 with contextlib.suppress(FileNotFoundError):
                     candidate.unlink()
                     logger.warning("Removed %s: the export with hierarchy failed.", candidate)
+
+
+def make_export_info(root: str, model_type: str | None, model: object) -> tuple[ExportInfo, ArchitectureRules | None]:
+    """What an annotated file records about its export, and the rules for its model type."""
+    rules = rules_for_model_type(model_type)
+    cls = type(model)
+    export = ExportInfo(
+        root=root,
+        model_type=model_type,
+        model_class=f"{cls.__module__}.{cls.__qualname__}",
+        rules=rules.name if rules is not None else None,
+    )
+    return export, rules
 
 
 def file_state(path: Path) -> tuple[int, int]:
