@@ -147,7 +147,6 @@ class ExportSession:
         if not files:
             raise HierarchyExportError(f"{output}: the export wrote no .onnx file")
         for record in files:
-            logger.info("%s: %s", record.path, record.summary.describe())
             if record.rules is None:
                 logger.info(
                     "%s: no architecture rules for this model type; the generic attribution was used.", record.path
