@@ -193,19 +193,6 @@ class ModuleTree(Mapping[str, ModuleInfo]):
         """Module owning the parameter or buffer named ``full_name`` (``encoder.layer.0.attention.self.query.bias``)."""
         return self._tensor_owner.get(full_name)
 
-    def subtree(self, prefix: str) -> ModuleTree:
-        """The tree rooted at ``prefix``, with paths made relative to it."""
-        if prefix not in self._modules:
-            raise KeyError(prefix)
-        if not prefix:
-            return self
-        cut = len(prefix) + 1
-        return ModuleTree(
-            dataclasses.replace(info, path=info.path[cut:] if info.path != prefix else "")
-            for path, info in self._modules.items()
-            if path == prefix or path.startswith(prefix + ".")
-        )
-
     @staticmethod
     def lowest_common_ancestor(paths: Iterable[str]) -> str | None:
         """Deepest path that is an ancestor of (or equal to) every path given; ``None`` for no paths."""
