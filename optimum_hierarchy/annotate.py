@@ -18,11 +18,14 @@ from google.protobuf.message import DecodeError
 
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
-from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks
+from optimum_hierarchy.provenance import decode_provenance
+from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks, fused_node_rules
 from optimum_hierarchy.schema import (
     MODEL_KEY_PREFIX,
     NAMESPACE_KEY,
     NODE_MODULE_KEY,
+    NODE_SOURCE_KEY,
+    AttributionSource,
     AttributionSummary,
     ExportInfo,
     ModuleTree,
@@ -102,20 +105,47 @@ def _replace_props(target: Any, source: Mapping[str, str], owned: Callable[[str]
 
 
 def annotate_onnx_model(
-    proto: onnx.ModelProto, tree: ModuleTree, export: ExportInfo | None = None, *, strict: bool = False
+    proto: onnx.ModelProto,
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    *,
+    strict: bool = False,
+    after_the_fact: bool = False,
 ) -> tuple[AttributionSummary, bool]:
-    """Attribute every node of ``proto`` in place; returns the summary and whether anything changed."""
+    """Attribute every node of ``proto`` in place; returns the summary and whether anything changed.
+
+    When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
+    since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
+    at export, so its names are the evidence (see :class:`AttributeNodesPass`).
+    """
+    export = export if export is not None else ExportInfo()
+    provenance = decode_provenance({p.key: p.value for p in proto.metadata_props})
     model = ir.serde.deserialize_model(proto)
-    result = AttributeNodesPass(tree, export, strict=strict)(model)
+    attribute = AttributeNodesPass(
+        tree,
+        export,
+        strict=strict,
+        provenance=provenance,
+        fused_rules=fused_node_rules(export.model_type),
+        after_the_fact=after_the_fact,
+    )
+    result = attribute(model)
     if result.modified:
         _write_metadata(result.model, proto)
     return result.model.meta[SUMMARY_META_KEY], result.modified
 
 
+_CREATED = {AttributionSource.FUSION.value, AttributionSource.RULE.value}
+
+
 def _check_rules(path: Path, proto: onnx.ModelProto, rules: ArchitectureRules, strict: bool) -> None:
     pairs = []
-    for node in proto.graph.node:
+    for node, _ in iter_proto_nodes(proto.graph):
         props = {p.key: p.value for p in node.metadata_props}
+        if props.get(NODE_SOURCE_KEY) in _CREATED:
+            # Optimized: fusions treat the first or last block differently (a block's LayerNorm
+            # fused with the previous block's residual Add), so blocks are compared only on exports.
+            return
         if NODE_MODULE_KEY in props:
             pairs.append((props[NODE_MODULE_KEY], node.op_type))
     problems = check_repeated_blocks(rules, pairs)
@@ -137,18 +167,20 @@ def annotate_onnx_file(
     strict: bool = False,
     rules: ArchitectureRules | None = None,
     proto: onnx.ModelProto | None = None,
+    after_the_fact: bool = False,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
     Weights in external data files are never read. The file is rewritten atomically, and not at
-    all when the annotation it already carries is the same. With ``rules``, their consistency
+    all when the annotation it already carries is the same. A file optimized or quantized since its
+    last annotation is re-attributed from the provenance that annotation stored. With ``rules``, their consistency
     checks run on the result (a warning, or :class:`AttributionError` when ``strict``). ``proto``
     is the file's content when the caller has already loaded it (it is then updated in place).
     """
     path = Path(path)
     if proto is None:
         proto = load_model_proto(path)
-    summary, modified = annotate_onnx_model(proto, tree, export, strict=strict)
+    summary, modified = annotate_onnx_model(proto, tree, export, strict=strict, after_the_fact=after_the_fact)
     if rules is not None:
         _check_rules(path, proto, rules, strict)
     if modified:

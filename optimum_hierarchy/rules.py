@@ -6,12 +6,35 @@ A rules file is JSON::
       "name": "bert",                      # unique name, recorded in each annotated file
       "description": "BERT ...",           # free text
       "model_types": ["bert"],             # transformers `config.model_type` values it applies to
-      "repeated_blocks": ["encoder.layer.*"]  # globs of blocks that must be attributed alike
+                                           # ("*": every model, after the model's own rules)
+      "repeated_blocks": ["encoder.layer.*"],  # globs of blocks that must be attributed alike
+      "fused_nodes": [                     # where nodes created by ONNX Runtime belong
+        {"op_types": ["SkipLayerNormalization"], "module": ["parent:input:2", "input:4"],
+         "why": "gamma (input 2) is the LayerNorm's; the residual Add is in its parent; input 4 is
+                 the bias of the Linear before it"}
+      ]
     }
 
 ``repeated_blocks`` names the instances of a repeated block (``*`` stands for the index). After
 attribution, every instance must hold the same multiset of (path relative to the block, op type);
 a difference means a node went to the wrong layer, and is reported.
+
+``fused_nodes`` rules apply to nodes of the listed op types (any domain) that an optimizer or
+quantizer created. The node's module is the lowest common ancestor of the terms of ``module`` that
+resolve (a term that does not resolve is skipped; if none does, the rule does not apply):
+
+* ``input:K`` / ``input:*``: the module owning the parameter or buffer that input ``K`` (any input)
+  is, by the initializer's name (``encoder.layer.0.attention.output.dense.bias``);
+* ``output:K`` / ``output:*``: the module of the TorchScript scope in output ``K``'s tensor name
+  (``/encoder/layer.0/attention/self/Reshape_3_output_0``: ``encoder.layer.0.attention.self``);
+* ``node``: the module of the scope in the node's own name;
+* ``parent:TERM``: the parent module of what ``TERM`` gives.
+
+They are used in two places. After an optimization of an annotated file (provenance stored), a
+rule narrows a node inside a group of created nodes to a module within what the provenance proves
+(:mod:`optimum_hierarchy.passes.reattribute`); it can never move a node outside it. In a file
+annotated after the fact, without provenance, rules are the first evidence for nodes whose own name
+carries no scope (source ``rule``). Each rule should say ``why``.
 
 Files are read from the ``configs`` directory shipped inside the package (or, in a source checkout,
 the repository's top-level ``configs/``), then from each directory in the ``OPTIMUM_HIERARCHY_RULES_PATH``
@@ -20,22 +43,113 @@ environment variable (``os.pathsep``-separated); a later file with the same name
 
 from __future__ import annotations
 
-__all__ = ["RULES_PATH_ENV", "ArchitectureRules", "check_repeated_blocks", "load_all_rules", "rules_for_model_type"]
+__all__ = [
+    "RULES_PATH_ENV",
+    "ArchitectureRules",
+    "FusedNodeRule",
+    "check_repeated_blocks",
+    "fused_node_rules",
+    "load_all_rules",
+    "rules_for_model_type",
+]
 
 import collections
 import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.errors import SchemaError
+from optimum_hierarchy.schema import ModuleTree
 
 RULES_PATH_ENV = "OPTIMUM_HIERARCHY_RULES_PATH"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+_TERM = re.compile(r"^(?:parent:)*(?:input:(?:\d+|\*)|output:(?:\d+|\*)|node)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedNodeRule:
+    """Where nodes of some op types belong, as terms over their tensors (see the module docstring)."""
+
+    op_types: frozenset[str]
+    module: tuple[str, ...]
+    why: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> FusedNodeRule:
+        if not isinstance(data, dict):
+            raise SchemaError(f"{where}: a fused_nodes rule must be an object")
+        unknown = set(data) - {"op_types", "module", "why"}
+        if unknown:
+            raise SchemaError(f"{where}: unknown field(s) {sorted(unknown)}")
+        op_types, terms, why = data.get("op_types"), data.get("module"), data.get("why", "")
+        if not isinstance(op_types, list) or not op_types or not all(isinstance(o, str) and o for o in op_types):
+            raise SchemaError(f"{where}: 'op_types' must be a non-empty list of op type names")
+        if not isinstance(terms, list) or not terms or not all(isinstance(t, str) for t in terms):
+            raise SchemaError(f"{where}: 'module' must be a non-empty list of terms")
+        for term in terms:
+            if not _TERM.match(term):
+                raise SchemaError(
+                    f"{where}: bad term {term!r}; use input:K, input:*, output:K, output:*, node, "
+                    "each optionally prefixed by parent:"
+                )
+        if not isinstance(why, str):
+            raise SchemaError(f"{where}: 'why' must be a string")
+        return cls(op_types=frozenset(op_types), module=tuple(terms), why=why)
+
+    def evaluate(
+        self,
+        inputs: Sequence[str],
+        outputs: Sequence[str],
+        node_name: str,
+        parameter_owner: Callable[[str], str | None],
+        scope_of: Callable[[str], str | None],
+    ) -> str | None:
+        """The module this rule gives a node, or ``None`` when no term resolves."""
+        found = []
+        for spelled in self.module:
+            term, lifts = spelled, 0
+            while term.startswith("parent:"):
+                term, lifts = term[len("parent:") :], lifts + 1
+            if term == "node":
+                values = [scope_of(node_name)]
+            else:
+                kind, _, index = term.partition(":")
+                names = inputs if kind == "input" else outputs
+                if index == "*":
+                    picked = [n for n in names if n]
+                else:
+                    k = int(index)
+                    picked = [names[k]] if k < len(names) and names[k] else []
+                resolve = parameter_owner if kind == "input" else _output_scope(scope_of)
+                values = [resolve(n) for n in picked]
+            for value in values:
+                if value is not None:
+                    found.append(_ancestor(value, lifts))
+        return ModuleTree.lowest_common_ancestor(found)
+
+
+def _ancestor(path: str, levels: int) -> str:
+    for _ in range(levels):
+        path = path.rpartition(".")[0]
+    return path
+
+
+def _output_scope(scope_of: Callable[[str], str | None]) -> Callable[[str], str | None]:
+    def resolve(tensor: str) -> str | None:
+        match = _OUTPUT_NAME.match(tensor)
+        return scope_of(match.group(1)) if match else None
+
+    return resolve
+
+
+_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +158,18 @@ class ArchitectureRules:
     model_types: tuple[str, ...]
     description: str = ""
     repeated_blocks: tuple[str, ...] = ()
+    fused_nodes: tuple[FusedNodeRule, ...] = ()
     source: str = ""
     """File the rules were read from."""
+
+    def rules_for(self, op_type: str) -> list[FusedNodeRule]:
+        return [rule for rule in self.fused_nodes if op_type in rule.op_types]
 
     @classmethod
     def from_json(cls, data: Any, source: str) -> ArchitectureRules:
         if not isinstance(data, dict):
             raise SchemaError(f"{source}: a rules file must hold a JSON object")
-        unknown = set(data) - {"name", "description", "model_types", "repeated_blocks"}
+        unknown = set(data) - {"name", "description", "model_types", "repeated_blocks", "fused_nodes"}
         if unknown:
             raise SchemaError(f"{source}: unknown field(s) {sorted(unknown)}")
         name = data.get("name")
@@ -71,7 +189,11 @@ class ArchitectureRules:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise SchemaError(f"{source}: 'description' must be a string")
-        return cls(name=name, description=description, source=source, **lists)
+        fused = data.get("fused_nodes", [])
+        if not isinstance(fused, list):
+            raise SchemaError(f"{source}: 'fused_nodes' must be a list of rules")
+        fused_nodes = tuple(FusedNodeRule.from_json(r, f"{source}: fused_nodes[{i}]") for i, r in enumerate(fused))
+        return cls(name=name, description=description, source=source, fused_nodes=fused_nodes, **lists)
 
 
 def _rules_dirs() -> list[Path]:
@@ -103,13 +225,24 @@ def load_all_rules() -> dict[str, ArchitectureRules]:
 
 
 def rules_for_model_type(model_type: str | None) -> ArchitectureRules | None:
-    """The rules that apply to a transformers ``model_type``, or ``None`` (generic mechanism only)."""
+    """The rules written for a transformers ``model_type``, or ``None`` (generic mechanism only)."""
     if model_type is None:
         return None
     found = None
     for item in load_all_rules().values():
         if model_type in item.model_types:
             found = item
+    return found
+
+
+def fused_node_rules(model_type: str | None) -> list[FusedNodeRule]:
+    """``fused_nodes`` rules for a model type: its own rules first, then those of ``"*"`` files."""
+    everything = load_all_rules().values()
+    own = rules_for_model_type(model_type)
+    found = list(own.fused_nodes) if own is not None else []
+    for item in everything:
+        if "*" in item.model_types and item is not own:
+            found.extend(item.fused_nodes)
     return found
 
 

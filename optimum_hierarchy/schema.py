@@ -8,6 +8,10 @@ Layout (schema version 1):
     the empty string is the root module). Absent when the node could not be attributed.
   - ``pkg.optimum_hierarchy.source``: how the path was found, one of :class:`AttributionSource`.
   - ``pkg.optimum_hierarchy.reason``: only on unattributed nodes, why.
+  - ``pkg.optimum_hierarchy.sources``: only on nodes that stand for several original nodes (a
+    fusion by ONNX Runtime's optimizer, a quantized operator): a JSON list of the module paths of
+    the export-time nodes it replaced. The node's module is their lowest common ancestor (or a
+    narrower module a rule or the node's name points to).
   - ``namespace``: the module path as ``/``-separated tree levels
     (``encoder/layer/0/attention/self``), the key Google's Model Explorer groups nodes by.
 
@@ -20,6 +24,10 @@ Layout (schema version 1):
   - ``pkg.optimum_hierarchy.export``: what this file is (``root``: the path of the exported
     module inside the full model, ``model_type``, ``rules``).
   - ``pkg.optimum_hierarchy.summary``: node counts by source and the unattributed nodes.
+  - ``pkg.optimum_hierarchy.provenance``: the graph as it was last annotated (node names, op
+    types, modules, input and output tensor names), zlib-compressed JSON in base64. ONNX Runtime's
+    optimizer keeps model metadata but drops node metadata; this is what lets a later annotation
+    re-attribute fused nodes exactly (see :mod:`optimum_hierarchy.provenance`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ __all__ = [
     "NAMESPACE_KEY",
     "NODE_MODULE_KEY",
     "NODE_REASON_KEY",
+    "NODE_SOURCES_KEY",
     "NODE_SOURCE_KEY",
+    "PROVENANCE_KEY",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "SUMMARY_KEY",
@@ -44,7 +54,9 @@ __all__ = [
     "ParameterInfo",
     "UnattributedNode",
     "decode_model_metadata",
+    "dumps_json",
     "encode_model_metadata",
+    "loads_json",
     "namespace_of",
 ]
 
@@ -63,10 +75,12 @@ SCHEMA_VERSION_KEY = MODEL_KEY_PREFIX + "schema_version"
 MODULES_KEY = MODEL_KEY_PREFIX + "modules"
 EXPORT_KEY = MODEL_KEY_PREFIX + "export"
 SUMMARY_KEY = MODEL_KEY_PREFIX + "summary"
+PROVENANCE_KEY = MODEL_KEY_PREFIX + "provenance"
 
 NODE_MODULE_KEY = MODEL_KEY_PREFIX + "module"
 NODE_SOURCE_KEY = MODEL_KEY_PREFIX + "source"
 NODE_REASON_KEY = MODEL_KEY_PREFIX + "reason"
+NODE_SOURCES_KEY = MODEL_KEY_PREFIX + "sources"
 NAMESPACE_KEY = "namespace"
 
 # Untrusted files: bound what a JSON value may cost to parse.
@@ -85,6 +99,14 @@ class AttributionSource(str, enum.Enum):
     """Lowest common ancestor of the modules of the nodes that consume (or produce) its values."""
     SUBGRAPH = "subgraph"
     """Inherited from the ``If`` / ``Loop`` / ``Scan`` node whose body holds the node."""
+    FUSION = "fusion"
+    """A node created by an optimizer or quantizer: the lowest common ancestor of the modules of the
+    export-time nodes it replaced, found from the stored provenance."""
+    RULE = "rule"
+    """From a per-architecture rule (``configs/*.json``) applied to the node's op type and tensors."""
+    NAME = "name"
+    """From the scope in the node's name or its output tensors' names, without export-time capture
+    (a file annotated after the fact), or a created node named after the node it replaced."""
     UNATTRIBUTED = "unattributed"
     """Not placed; the node carries a reason instead of a module."""
 
@@ -369,12 +391,12 @@ def namespace_of(path: str) -> str:
 def encode_model_metadata(meta: HierarchyMetadata) -> dict[str, str]:
     """Model-level ``metadata_props`` entries for ``meta``; deterministic (sorted keys, no spaces)."""
     out = {
-        SCHEMA_VERSION_KEY: _dumps(meta.schema_version),
-        MODULES_KEY: _dumps(meta.tree.to_json()),
-        EXPORT_KEY: _dumps(dataclasses.asdict(meta.export)),
+        SCHEMA_VERSION_KEY: dumps_json(meta.schema_version),
+        MODULES_KEY: dumps_json(meta.tree.to_json()),
+        EXPORT_KEY: dumps_json(dataclasses.asdict(meta.export)),
     }
     if meta.summary is not None:
-        out[SUMMARY_KEY] = _dumps(meta.summary.to_json())
+        out[SUMMARY_KEY] = dumps_json(meta.summary.to_json())
     return out
 
 
@@ -391,7 +413,7 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
             "Export it with `optimum-cli export onnx --hierarchy ...` or annotate it with "
             "optimum_hierarchy.annotate_onnx_file(...)."
         )
-    version = _loads(props[SCHEMA_VERSION_KEY], SCHEMA_VERSION_KEY)
+    version = loads_json(props[SCHEMA_VERSION_KEY], SCHEMA_VERSION_KEY)
     if version != SCHEMA_VERSION:
         raise SchemaError(
             f"{SCHEMA_VERSION_KEY}: {source} uses hierarchy schema version {version!r}; this version of "
@@ -400,8 +422,8 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
     for key in (MODULES_KEY, EXPORT_KEY):
         if key not in props:
             raise SchemaError(f"{key}: missing from {source}")
-    tree = ModuleTree.from_json(_loads(props[MODULES_KEY], MODULES_KEY))
-    export_raw = _loads(props[EXPORT_KEY], EXPORT_KEY)
+    tree = ModuleTree.from_json(loads_json(props[MODULES_KEY], MODULES_KEY))
+    export_raw = loads_json(props[EXPORT_KEY], EXPORT_KEY)
     if not isinstance(export_raw, dict):
         raise SchemaError(f"{EXPORT_KEY}: expected an object")
     fields = {f.name for f in dataclasses.fields(ExportInfo)}
@@ -413,15 +435,17 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
         raise SchemaError(f"{EXPORT_KEY}: root {export.root!r} is not a module of the stored tree")
     summary = None
     if SUMMARY_KEY in props:
-        summary = AttributionSummary.from_json(_loads(props[SUMMARY_KEY], SUMMARY_KEY))
+        summary = AttributionSummary.from_json(loads_json(props[SUMMARY_KEY], SUMMARY_KEY))
     return HierarchyMetadata(tree=tree, export=export, summary=summary, schema_version=version)
 
 
-def _dumps(value: Any) -> str:
+def dumps_json(value: Any) -> str:
+    """Deterministic compact JSON (sorted keys, no spaces)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _loads(text: str, key: str) -> Any:
+def loads_json(text: str, key: str) -> Any:
+    """Parse an untrusted JSON value, bounded in size and depth; a :class:`SchemaError` names ``key``."""
     if len(text) > _MAX_JSON_CHARS:
         raise SchemaError(f"{key}: value is {len(text)} characters, over the limit of {_MAX_JSON_CHARS}")
     try:

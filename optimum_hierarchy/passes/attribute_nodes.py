@@ -6,12 +6,17 @@ __all__ = ["SUMMARY_META_KEY", "AttributeNodesPass"]
 
 import collections
 import logging
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import onnx_ir as ir
 
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import AttributionError
+from optimum_hierarchy.passes.reattribute import Placement, reattribute
+from optimum_hierarchy.provenance import NodeTable, Provenance, encode_provenance, snapshot
+from optimum_hierarchy.rules import FusedNodeRule
 from optimum_hierarchy.schema import (
     AttributionSource,
     AttributionSummary,
@@ -31,10 +36,20 @@ SUMMARY_META_KEY = "optimum_hierarchy.summary"
 _NO_EVIDENCE = "no scope in its name, no parameter among its inputs or outputs, and no attributed neighbour"
 
 
+_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
+
+
 class AttributeNodesPass(ir.passes.InPlacePass):
     """Write the module path of every node (subgraphs included) and the module tree into the model.
 
-    Evidence, in order of trust:
+    With ``provenance`` (the graph as it was last annotated, read from the model's metadata), the
+    nodes are first placed from it: kept nodes keep their module, nodes an optimizer or quantizer
+    created get the lowest common ancestor of the modules of the nodes they replaced (see
+    :mod:`optimum_hierarchy.passes.reattribute`). ``fused_rules`` are the per-architecture rules
+    for created nodes. ``after_the_fact=True`` is for a file nobody annotated at export: evidence
+    from names is labelled ``name`` rather than ``scope``.
+
+    The remaining nodes are placed by this evidence, in order of trust:
 
     1. ``scope``: the TorchScript scope in the node name, resolved against the module tree.
     2. ``parameter``: the parameters or buffers the node outputs (an ``Identity`` aliasing a
@@ -52,22 +67,46 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     4. ``subgraph``: a node inside an ``If`` / ``Loop`` / ``Scan`` body with no other evidence
        inherits the module of the node that owns the body.
 
+    Except on a fresh export, between 2 and 3 come the ``fused_rules`` (source ``rule``) and the
+    scopes in the names of the node's output tensors, with the owners of the parameters it reads
+    (source ``name``): ONNX Runtime's fused nodes keep the output tensor names of what they replaced.
+
+    After attribution the pass stores the new graph's provenance, so that a later optimization can
+    be re-attributed in turn.
+
     A node with none of these is left unattributed, with a reason; it is counted, logged, and with
     ``strict=True`` the pass raises :class:`AttributionError` instead. The pass recomputes
     everything from the graph on each run, so running it twice changes nothing the second time.
     """
 
-    def __init__(self, tree: ModuleTree, export: ExportInfo | None = None, *, strict: bool = False) -> None:
+    def __init__(
+        self,
+        tree: ModuleTree,
+        export: ExportInfo | None = None,
+        *,
+        strict: bool = False,
+        provenance: Provenance | None = None,
+        fused_rules: Sequence[FusedNodeRule] = (),
+        after_the_fact: bool = False,
+    ) -> None:
         super().__init__()
         self.tree = tree
         self.export = export if export is not None else ExportInfo()
         self.strict = strict
+        self.provenance = provenance
+        self.fused_rules = tuple(fused_rules)
+        self.after_the_fact = after_the_fact
         if self.export.root not in tree:
             raise ValueError(f"export root {self.export.root!r} is not a module of the tree")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         sites = list(iter_ir_sites(model.graph))
-        modules, sources, reasons = self._attribute(sites)
+        attributor = _Attributor(self.tree, self.export.root, sites, self.fused_rules)
+        fresh = self.provenance is None and not self.after_the_fact
+        if self.provenance is not None:
+            attributor.seed(self.provenance)
+        modules, sources, reasons = attributor.run(fresh=fresh)
+        fused = attributor.fused
 
         unattributed = tuple(
             UnattributedNode(node=s.node.name or "", op_type=s.node.op_type, graph=s.graph_name, reason=reasons[i])
@@ -76,7 +115,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
         )
         summary = AttributionSummary(
             nodes=len(sites),
-            by_source=dict(collections.Counter(src.value for src in sources.values())),
+            by_source=dict(collections.Counter(sources.values())),
             unattributed=unattributed,
         )
         if unattributed:
@@ -91,16 +130,19 @@ class AttributeNodesPass(ir.passes.InPlacePass):
             if i in modules:
                 wanted = {
                     schema.NODE_MODULE_KEY: modules[i],
-                    schema.NODE_SOURCE_KEY: sources[i].value,
+                    schema.NODE_SOURCE_KEY: sources[i],
                     schema.NAMESPACE_KEY: schema.namespace_of(modules[i]),
                 }
-                stale: tuple[str, ...] = (schema.NODE_REASON_KEY,)
+                stale: tuple[str, ...] = (schema.NODE_REASON_KEY, schema.NODE_SOURCES_KEY)
+                if i in fused and fused[i] != (modules[i],):
+                    wanted[schema.NODE_SOURCES_KEY] = schema.dumps_json(list(fused[i]))
+                    stale = (schema.NODE_REASON_KEY,)
             else:
                 wanted = {
                     schema.NODE_SOURCE_KEY: AttributionSource.UNATTRIBUTED.value,
                     schema.NODE_REASON_KEY: reasons[i],
                 }
-                stale = (schema.NODE_MODULE_KEY, schema.NAMESPACE_KEY)
+                stale = (schema.NODE_MODULE_KEY, schema.NAMESPACE_KEY, schema.NODE_SOURCES_KEY)
             props = site.node.metadata_props
             for key, value in wanted.items():
                 if props.get(key) != value:
@@ -112,27 +154,37 @@ class AttributeNodesPass(ir.passes.InPlacePass):
                     modified = True
 
         meta = HierarchyMetadata(tree=self.tree, export=self.export, summary=summary)
-        for key, value in schema.encode_model_metadata(meta).items():
+        encoded = schema.encode_model_metadata(meta)
+        encoded[schema.PROVENANCE_KEY] = encode_provenance(snapshot(attributor.table, modules, sources, fused))
+        for key, value in encoded.items():
             if model.metadata_props.get(key) != value:
                 model.metadata_props[key] = value
                 modified = True
         model.meta[SUMMARY_META_KEY] = summary
         return ir.passes.PassResult(model, modified=modified)
 
-    def _attribute(self, sites: list[Site]) -> tuple[dict[int, str], dict[int, AttributionSource], dict[int, str]]:
-        return _Attributor(self.tree, self.export.root, sites).run()
-
 
 class _Attributor:
     """The evidence rules of :class:`AttributeNodesPass` over one model's nodes."""
 
-    def __init__(self, tree: ModuleTree, root: str, sites: list[Site]) -> None:
+    def __init__(
+        self, tree: ModuleTree, root: str, sites: list[Site], fused_rules: Sequence[FusedNodeRule] = ()
+    ) -> None:
         self.tree = tree
         self.root = root
         self.sites = sites
+        self.fused_rules = fused_rules
+        self.resolver = ScopeResolver(tree, root)
         self.index = {id(s.node): i for i, s in enumerate(sites)}
+        self.table = NodeTable(
+            names=[s.node.name or "" for s in sites],
+            op_types=[s.node.op_type for s in sites],
+            inputs=[[(v.name or "") if v is not None else "" for v in s.node.inputs] for s in sites],
+            outputs=[[v.name or "" for v in s.node.outputs] for s in sites],
+        )
         self.modules: dict[int, str] = {}
-        self.sources: dict[int, AttributionSource] = {}
+        self.sources: dict[int, str] = {}
+        self.fused: dict[int, tuple[str, ...]] = {}
         self.children: dict[int, list[int]] = collections.defaultdict(list)
         for i, site in enumerate(sites):
             if site.parent is not None and id(site.parent) in self.index:
@@ -141,8 +193,57 @@ class _Attributor:
     def owner(self, value: ir.Value | None) -> str | None:
         if value is None or not value.name:
             return None
-        full = f"{self.root}.{value.name}" if self.root else value.name
+        return self.owner_of_name(value.name)
+
+    def owner_of_name(self, name: str) -> str | None:
+        full = f"{self.root}.{name}" if self.root else name
         return self.tree.owner_of_tensor(full)
+
+    def seed(self, provenance: Provenance) -> None:
+        """Place what the provenance of the previously annotated graph proves."""
+        placements = reattribute(self.table, provenance, self.narrow)
+        for i, placement in placements.items():
+            if self._valid(placement):
+                self._assign(i, placement.module, placement.source)
+                if placement.sources:
+                    self.fused[i] = placement.sources
+
+    def _valid(self, placement: Placement) -> bool:
+        return placement.module in self.tree and all(m in self.tree for m in placement.sources)
+
+    def from_rules(self, i: int) -> str | None:
+        for rule in self.fused_rules:
+            if self.table.op_types[i] in rule.op_types:
+                table = self.table
+                path = rule.evaluate(
+                    table.inputs[i], table.outputs[i], table.names[i], self.owner_of_name, self.resolver.resolve
+                )
+                if path is not None and path in self.tree:
+                    return path
+        return None
+
+    def from_names(self, i: int) -> str | None:
+        """LCA of the scopes in the output tensor names and the owners of the parameters read."""
+        scopes = []
+        for tensor in self.table.outputs[i]:
+            match = _OUTPUT_NAME.match(tensor)
+            path = self.resolver.resolve(match.group(1)) if match else None
+            if path is not None:
+                scopes.append(path)
+        if not scopes:
+            return None
+        owners = [o for o in map(self.owner_of_name, self.table.inputs[i]) if o is not None]
+        return _lca(scopes + owners)
+
+    def narrow(self, i: int) -> tuple[str, AttributionSource] | None:
+        """For a node inside a group of created nodes: a rule's answer, else its own name's scope."""
+        path = self.from_rules(i)
+        if path is not None:
+            return path, AttributionSource.RULE
+        path = self.resolver.resolve(self.table.names[i])
+        if path is not None:
+            return path, AttributionSource.NAME
+        return None
 
     def consumers(self, i: int) -> list[int]:
         out = []
@@ -153,8 +254,9 @@ class _Attributor:
                     out.append(j)
         return out
 
-    def run(self) -> tuple[dict[int, str], dict[int, AttributionSource], dict[int, str]]:
-        resolver = ScopeResolver(self.tree, self.root)
+    def run(self, *, fresh: bool = True) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
+        """``fresh``: the graph is what the TorchScript exporter wrote, scopes are trusted as such."""
+        resolver = self.resolver
         main_graph = self.sites[0].node.graph if self.sites else None
         # Which nodes compute on data (a graph input or another computing node's output) rather
         # than only shaping constants and weights for their consumers.
@@ -176,14 +278,28 @@ class _Attributor:
             computes[i] = flag
 
         # 1. scope; 2. outputs that are parameters (an Identity standing for a deduplicated one).
+        scope_source = AttributionSource.SCOPE if fresh else AttributionSource.NAME
         for i, site in enumerate(self.sites):
+            if i in self.modules:
+                continue
             path = resolver.resolve(site.node.name or "")
             if path is not None:
-                self._assign(i, path, AttributionSource.SCOPE)
+                self._assign(i, path, scope_source)
                 continue
             aliases = [o for o in map(self.owner, site.node.outputs) if o is not None]
             if aliases:
                 self._assign(i, _lca(aliases), AttributionSource.PARAMETER)
+                continue
+            if fresh:
+                continue
+            # Created by an optimizer: a per-architecture rule, else the names of its outputs.
+            path = self.from_rules(i)
+            if path is not None:
+                self._assign(i, path, AttributionSource.RULE)
+                continue
+            path = self.from_names(i)
+            if path is not None:
+                self._assign(i, path, AttributionSource.NAME)
 
         # 3. context (see the class docstring). First where every neighbour is known; if that
         # stalls, over whole groups of connected unknown nodes, which is coarser but never finer.
@@ -244,9 +360,9 @@ class _Attributor:
         reasons = {i: _NO_EVIDENCE for i in pending}
         return self.modules, self.sources, reasons
 
-    def _assign(self, i: int, path: str, source: AttributionSource) -> None:
+    def _assign(self, i: int, path: str, source: AttributionSource | str) -> None:
         self.modules[i] = path
-        self.sources[i] = source
+        self.sources[i] = source.value if isinstance(source, AttributionSource) else source
 
     def _settle_groups(self, pending: list[int], evidence: Any) -> bool:
         """Attribute each connected group of unknown nodes to the LCA of everything around it."""
