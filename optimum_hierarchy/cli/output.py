@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["print_error", "print_export_result"]
+__all__ = ["print_annotated_files", "print_error", "print_export_result"]
+
+from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from optimum_hierarchy.exporters.session import HierarchyExportResult
+from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult
 
 
 def print_error(message: str) -> None:
@@ -15,38 +18,50 @@ def print_error(message: str) -> None:
 
 
 def print_export_result(result: HierarchyExportResult, *, optimized: str | None = None) -> None:
+    print_annotated_files(result.files, f"Module hierarchy written to {result.output}", base=result.output)
+    if optimized:
+        console = Console()
+        console.print(
+            f"Note: --optimize {optimized}: nodes ONNX Runtime created were re-attributed from the provenance "
+            "stored at export (source 'fusion', or 'rule' where an architecture rule narrowed them).",
+            highlight=False,
+        )
+
+
+def print_annotated_files(files: Sequence[AnnotatedFile], title: str, *, base: Path | None = None) -> None:
+    """A table of files with their node counts and attribution, then the share by source."""
     console = Console()
-    table = Table(title=f"Module hierarchy written to {result.output}")
+    table = Table(title=title)
     table.add_column("file")
     table.add_column("module root")
     table.add_column("nodes", justify="right")
     table.add_column("attributed", justify="right")
     table.add_column("rules")
-    for f in result.files:
+    totals: dict[str, int] = {}
+    nodes = attributed = 0
+    for f in files:
         s = f.summary
+        nodes += s.nodes
+        attributed += s.attributed
+        for source, n in s.by_source.items():
+            totals[source] = totals.get(source, 0) + n
+        name = str(f.path.relative_to(base)) if base is not None and f.path.is_relative_to(base) else str(f.path)
         table.add_row(
-            str(f.path.relative_to(result.output)),
+            name,
             f.root or "(whole model)",
             str(s.nodes),
             f"{s.attributed} ({100.0 * s.coverage:.1f}%)",
             f.rules or "none (generic)",
         )
     console.print(table)
-    total = result.nodes
-    shares = ", ".join(f"{k} {100.0 * v / total:.1f}%" for k, v in result.by_source.items()) if total else "-"
-    console.print(f"Attributed {result.attributed}/{total} nodes. Share by source: {shares}", highlight=False)
-    if any(f.rules is None for f in result.files):
+    shares = ", ".join(f"{k} {100.0 * v / nodes:.1f}%" for k, v in sorted(totals.items())) if nodes else "-"
+    console.print(f"Attributed {attributed}/{nodes} nodes. Share by source: {shares}", highlight=False)
+    if any(f.rules is None for f in files):
         console.print(
             "Notice: no architecture rules for this model type; the generic attribution was used "
             "(see configs/ to add a rules file).",
             highlight=False,
         )
-    if optimized:
-        console.print(
-            f"Note: --optimize {optimized} fused nodes carry no scope; they are placed from their graph "
-            "context (source 'context').",
-            highlight=False,
-        )
-    for f in result.files:
+    for f in files:
         for u in f.summary.unattributed:
             console.print(f"unattributed: {f.path.name}: {u.node} ({u.op_type}): {u.reason}", highlight=False)

@@ -1,0 +1,199 @@
+"""Give ONNX files their hierarchy back: after an optimization or quantization, or when nobody annotated them.
+
+``restore_hierarchy(path)`` is the one call after ``ORTOptimizer.optimize`` / ``ORTQuantizer.quantize``
+(``optimum-cli onnxruntime optimize|quantize`` runs it by itself, ``optimum-cli hierarchy annotate``
+is the command). For each ONNX file:
+
+* a file that carries hierarchy metadata (exported with ``--hierarchy``, then optimized or
+  quantized) is re-attributed from the provenance stored in it: exact, see
+  :mod:`optimum_hierarchy.passes.reattribute`;
+* a file without it (an Optimum export made elsewhere, optimized or not) is annotated after the
+  fact from its node and tensor names, the per-architecture rules, and the modules around each
+  node. The module tree comes from the model's ``config.json`` (the one given, or the one Optimum
+  writes next to the model), instantiated on PyTorch's ``meta`` device so that no weight is
+  allocated; without a config it is rebuilt from the scopes in the names and the initializer names
+  (module classes are then unknown). Such results are marked ``name``, ``rule`` or ``context``,
+  never ``scope`` or ``fusion``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["restore_hierarchy", "tree_from_config", "tree_from_names"]
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import onnx
+
+from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
+from optimum_hierarchy.exporters.session import AnnotatedFile
+from optimum_hierarchy.rules import rules_for_model_type
+from optimum_hierarchy.schema import ExportInfo, ModuleInfo, ModuleTree, ParameterInfo, decode_model_metadata
+from optimum_hierarchy.scope import ScopeResolver, scope_segments
+from optimum_hierarchy.walk import iter_proto_nodes
+
+logger = logging.getLogger(__name__)
+
+_CALL_SUFFIX = re.compile(r"^(.+)_\d+$")
+_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
+
+
+def restore_hierarchy(
+    path: str | os.PathLike[str], *, config: str | os.PathLike[str] | None = None, strict: bool = False
+) -> list[AnnotatedFile]:
+    """Annotate (again) the ONNX file at ``path``, or every ``.onnx`` file under the directory ``path``.
+
+    Args:
+        path: an ``.onnx`` file or a directory (searched recursively).
+        config: a ``config.json`` (or the directory holding it) of the model the files came from;
+            used only for files that carry no hierarchy. Default: the ``config.json`` beside each file.
+        strict: raise :class:`~optimum_hierarchy.errors.AttributionError` if any node stays
+            unattributed (the file is then left as it was).
+
+    Returns:
+        One record per file, with its attribution summary.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("*.onnx"))
+        if not files:
+            raise InvalidModelFileError(f"{path}: no .onnx file in this directory.")
+    elif path.exists():
+        files = [path]
+    else:
+        raise InvalidModelFileError(f"{path}: no such file or directory. Pass an .onnx file or a directory.")
+    config_path = _config_file(Path(config)) if config is not None else None
+    return [_restore_file(f, config_path, strict) for f in files]
+
+
+def _config_file(config: Path) -> Path:
+    candidate = config / "config.json" if config.is_dir() else config
+    if not candidate.is_file():
+        raise HierarchyError(f"{config}: no config.json there. Pass the model directory or its config.json.")
+    return candidate
+
+
+def _restore_file(path: Path, config: Path | None, strict: bool) -> AnnotatedFile:
+    proto = load_model_proto(path)
+    try:
+        meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
+    except MissingHierarchyError:
+        meta = None
+    if meta is not None:
+        rules = rules_for_model_type(meta.export.model_type)
+        summary = annotate_onnx_file(path, meta.tree, meta.export, strict=strict, rules=rules, proto=proto)
+        return AnnotatedFile(path=path, root=meta.export.root, summary=summary, rules=meta.export.rules)
+
+    if config is None and (path.parent / "config.json").is_file():
+        config = path.parent / "config.json"
+    model_type = model_class = None
+    if config is not None:
+        tree, model_type, model_class = tree_from_config(config)
+    else:
+        tree = tree_from_names(proto)
+    root = _best_root(tree, proto)
+    rules = rules_for_model_type(model_type)
+    export = ExportInfo(
+        root=root, model_type=model_type, model_class=model_class, rules=rules.name if rules is not None else None
+    )
+    summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules, proto=proto, after_the_fact=True)
+    logger.info(
+        "%s: annotated after the fact from names (tree from %s): %s",
+        path,
+        config if config is not None else "the graph's names",
+        summary.describe(),
+    )
+    return AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules)
+
+
+def tree_from_config(config: str | os.PathLike[str]) -> tuple[ModuleTree, str | None, str | None]:
+    """The module tree of the model a ``config.json`` describes, built on the ``meta`` device (no weights).
+
+    Returns the tree, the config's ``model_type`` and the class instantiated (the first of the
+    config's ``architectures`` that transformers has, else the ``AutoModel`` class). Remote code is
+    never run.
+    """
+    import torch
+    import transformers
+
+    from optimum_hierarchy.capture.module_tree import capture_module_tree
+
+    config_path = Path(config)
+    try:
+        cfg = transformers.AutoConfig.from_pretrained(str(config_path.parent), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise HierarchyError(f"{config_path}: cannot be read as a transformers config ({e}).") from e
+    classes = [getattr(transformers, name, None) for name in (getattr(cfg, "architectures", None) or [])]
+    cls = next((c for c in classes if isinstance(c, type)), None)
+    with torch.device("meta"):
+        model = cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)
+    kind = type(model)
+    return capture_module_tree(model), getattr(cfg, "model_type", None), f"{kind.__module__}.{kind.__qualname__}"
+
+
+def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
+    """A module tree rebuilt from a graph's names alone (classes unknown: ``class_name`` is ``""``).
+
+    Modules come from the initializers named like parameters (``encoder.layer.0.output.dense.bias``;
+    their shapes are the initializers'), and from the TorchScript scopes in node and output tensor
+    names, with the exporter's quirks undone where the parameters show the real path (a repeated
+    container level, a ``_N`` call suffix).
+    """
+    parameters: dict[str, list[ParameterInfo]] = {}
+    for init in proto.graph.initializer:
+        owner, dot, leaf = init.name.rpartition(".")
+        if dot and owner and leaf and not init.name.startswith(("/", "onnx::")):
+            parameters.setdefault(owner, []).append(ParameterInfo(name=leaf, shape=tuple(init.dims)))
+    known = set()
+    for owner in parameters:
+        parts = owner.split(".")
+        known.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+
+    paths = set(known)
+    for node, _ in iter_proto_nodes(proto.graph):
+        for name in (node.name, *(_scope_name(t) for t in node.output)):
+            segments = scope_segments(name) if name else None
+            if segments:
+                paths.update(_scope_paths(segments, known))
+    modules = [ModuleInfo(path="", class_name="")]
+    for path in sorted(paths, key=lambda p: (p.count("."), p)):
+        modules.append(ModuleInfo(path=path, class_name="", parameters=tuple(parameters.get(path, ()))))
+    return ModuleTree(modules)
+
+
+def _scope_name(tensor: str) -> str:
+    match = _OUTPUT_NAME.match(tensor)
+    return match.group(1) if match else ""
+
+
+def _scope_paths(segments: list[str], known: set[str]) -> list[str]:
+    found = []
+    current = ""
+    for segment in segments:
+        joined = f"{current}.{segment}" if current else segment
+        if joined not in known and segment in known:
+            joined = segment  # a repeated container level: /layer1/layer1.0/...
+        elif joined not in known:
+            match = _CALL_SUFFIX.match(segment)
+            base = f"{current}.{match.group(1)}" if match and current else (match.group(1) if match else None)
+            if base is not None and base in known:
+                joined = base  # a module called twice: act_1
+        current = joined
+        found.append(current)
+    return found
+
+
+def _best_root(tree: ModuleTree, proto: onnx.ModelProto) -> str:
+    """The module the file's scopes are relative to: the one under which most node names resolve."""
+    names = [node.name for node, _ in iter_proto_nodes(proto.graph) if scope_segments(node.name)]
+    candidates = [""] + [p for p in tree if p and tree[p].depth <= 2]
+    best, best_count = "", -1
+    for root in candidates:
+        resolver = ScopeResolver(tree, root)
+        count = sum(resolver.resolve(n) is not None for n in names)
+        if count > best_count:
+            best, best_count = root, count
+    return best
