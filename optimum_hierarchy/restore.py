@@ -129,7 +129,7 @@ def tree_from_config(config: str | os.PathLike[str]) -> tuple[ModuleTree, str | 
     classes = [getattr(transformers, name, None) for name in (getattr(cfg, "architectures", None) or [])]
     cls = next((c for c in classes if isinstance(c, type)), None)
     with torch.device("meta"):
-        model = cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)
+        model = cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)  # type: ignore[no-untyped-call]
     kind = type(model)
     return capture_module_tree(model), getattr(cfg, "model_type", None), f"{kind.__module__}.{kind.__qualname__}"
 
@@ -147,7 +147,7 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
         owner, dot, leaf = init.name.rpartition(".")
         if dot and owner and leaf and not init.name.startswith(("/", "onnx::")):
             parameters.setdefault(owner, []).append(ParameterInfo(name=leaf, shape=tuple(init.dims)))
-    known = set()
+    known: set[str] = set()
     for owner in parameters:
         parts = owner.split(".")
         known.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))

@@ -17,7 +17,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 _INSTALLED = "_optimum_hierarchy_installed"
 
 
-class AnnotateCommand(BaseOptimumCLICommand):
+class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
         parser.add_argument(
@@ -55,7 +55,7 @@ class AnnotateCommand(BaseOptimumCLICommand):
         print_annotated_files(files, f"Module hierarchy written to {self.args.path}", base=base)
 
 
-class HierarchyCommand(BaseOptimumCLICommand):
+class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     COMMAND = CommandInfo(name="hierarchy", help="Module hierarchy of ONNX models (optimum-hierarchy).")
     SUBCOMMANDS = (
         CommandInfo(
