@@ -27,6 +27,7 @@ _LAZY = {
     "export_with_hierarchy": "optimum_hierarchy.exporters.export",
     "hierarchy_onnx_config": "optimum_hierarchy.exporters.onnx_config",
     "read_hierarchy": "optimum_hierarchy.read",
+    "restore_hierarchy": "optimum_hierarchy.restore",
 }
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "export_with_hierarchy",
     "hierarchy_onnx_config",
     "read_hierarchy",
+    "restore_hierarchy",
 ]
 
 if TYPE_CHECKING:

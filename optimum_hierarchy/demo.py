@@ -49,19 +49,22 @@ TINY_MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         "GPT2Config",
         "GPT2LMHeadModel",
         "text-generation-with-past",
-        {"vocab_size": 512, "n_positions": 128, "n_layer": 2, "n_embd": 64, "n_head": 4},
+        {"vocab_size": 512, "n_positions": 128, "num_hidden_layers": 2, "n_embd": 64, "n_head": 4},
     ),
 }
 
 
-def build_tiny_model(name: str, directory: str | os.PathLike[str], *, seed: int = 0) -> str:
-    """Build the tiny model ``name`` with distinct random weights, save it in ``directory``; returns its task."""
+def build_tiny_model(name: str, directory: str | os.PathLike[str], *, seed: int = 0, **overrides: Any) -> str:
+    """Build the tiny model ``name`` with distinct random weights, save it in ``directory``; returns its task.
+
+    ``overrides`` replace entries of its config (``num_hidden_layers=3``).
+    """
     import torch
     import transformers
 
     config_cls, model_cls, task, kwargs = TINY_MODELS[name]
     torch.manual_seed(seed)
-    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**kwargs))
+    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**{**kwargs, **overrides}))
     with torch.no_grad():
         # Distinct values everywhere: default init makes many tensors equal (zero biases, unit
         # LayerNorm weights), which the exporter would deduplicate into aliases.

@@ -13,7 +13,7 @@ import onnx
 
 from optimum_hierarchy import schema
 from optimum_hierarchy.annotate import load_model_proto
-from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.errors import HierarchyError, SchemaError
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
 from optimum_hierarchy.walk import iter_proto_nodes
 
@@ -30,6 +30,13 @@ class NodeAttribution:
     """Module path; ``None`` when the node was left unattributed."""
     source: str | None
     reason: str | None = None
+    sources: tuple[str, ...] = ()
+    """For a node that replaced several export-time nodes (a fusion, a quantized op): their modules."""
+
+    @property
+    def spanning(self) -> bool:
+        """Whether the node stands for parts of several modules and sits at their common ancestor."""
+        return bool(self.sources) and self.module not in self.sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +62,28 @@ class ModelHierarchy:
                 return node.module
         raise KeyError(node_name)
 
+    def nodes_in(self, module: str, *, subtree: bool = True, spanning: bool = False) -> list[NodeAttribution]:
+        """The nodes attributed to ``module`` (with ``subtree``, to it or any module below it).
+
+        ``spanning=True`` also returns fused nodes attributed higher up (to a common ancestor) that
+        replaced nodes of ``module`` (or of its subtree): e.g. a ``SkipLayerNormalization`` that fused
+        the residual ``Add`` of layer N with the ``LayerNorm`` of layer N+1 is attributed to the layer
+        list, and is among the nodes of both layers only with ``spanning=True``.
+        """
+        if module not in self.tree:
+            raise KeyError(f"{module!r} is not a module of this model")
+
+        def inside(path: str) -> bool:
+            if subtree:
+                return not module or path == module or path.startswith(module + ".")
+            return path == module
+
+        return [
+            node
+            for node in self.nodes
+            if node.module is not None and (inside(node.module) or (spanning and any(inside(s) for s in node.sources)))
+        ]
+
 
 def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
     props = {p.key: p.value for p in proto.metadata_props}
@@ -70,9 +99,19 @@ def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
                 module=node_props.get(schema.NODE_MODULE_KEY),
                 source=node_props.get(schema.NODE_SOURCE_KEY),
                 reason=node_props.get(schema.NODE_REASON_KEY),
+                sources=_sources(node_props.get(schema.NODE_SOURCES_KEY), node.name),
             )
         )
     return ModelHierarchy(metadata=metadata, nodes=tuple(nodes), path=path)
+
+
+def _sources(text: str | None, node_name: str) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    value = schema.loads_json(text, f"{schema.NODE_SOURCES_KEY} of node {node_name!r}")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SchemaError(f"{schema.NODE_SOURCES_KEY} of node {node_name!r}: expected a JSON list of module paths")
+    return tuple(value)
 
 
 def _session_path(obj: Any) -> Path | None:
