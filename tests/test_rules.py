@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from optimum_hierarchy.errors import SchemaError
-from optimum_hierarchy.rules import RULES_PATH_ENV, check_repeated_blocks, load_all_rules, rules_for_model_type
+from optimum_hierarchy.rules import (
+    RULES_PATH_ENV,
+    FusedNodeRule,
+    check_repeated_blocks,
+    fused_node_rules,
+    load_all_rules,
+    rules_for_model_type,
+)
 
 
 def test_shipped_rules() -> None:
@@ -55,3 +62,47 @@ def test_repeated_block_check() -> None:
     (problem,) = check_repeated_blocks(rules, moved)
     assert "encoder.layer.1 differs from encoder.layer.0" in problem
     assert "attention:Softmax" in problem
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("nope", "must be an object"),
+        ({"op_types": [], "module": ["input:1"]}, "op_types"),
+        ({"op_types": ["Add"], "module": []}, "non-empty list of terms"),
+        ({"op_types": ["Add"], "module": ["weight:1"]}, "bad term"),
+        ({"op_types": ["Add"], "module": ["parent:"]}, "bad term"),
+        ({"op_types": ["Add"], "module": ["input:1"], "extra": 1}, "unknown field"),
+    ],
+)
+def test_bad_fused_node_rules(rule: object, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "x.json").write_text(json.dumps({"name": "x", "model_types": ["x"], "fused_nodes": [rule]}))
+    monkeypatch.setenv(RULES_PATH_ENV, str(tmp_path))
+    with pytest.raises(SchemaError, match=message) as info:
+        load_all_rules()
+    assert "x.json" in str(info.value) and "fused_nodes[0]" in str(info.value)
+
+
+def test_fused_node_rule_terms() -> None:
+    rule = FusedNodeRule.from_json(
+        {"op_types": ["SkipLayerNormalization"], "module": ["parent:input:2", "input:4"]}, "t"
+    )
+    owners = {"h.1.ln_1.weight": "h.1.ln_1", "h.0.mlp.c_proj.bias": "h.0.mlp.c_proj"}
+    inputs = ["x", "skip", "h.1.ln_1.weight", "h.1.ln_1.bias", "h.0.mlp.c_proj.bias"]
+    assert rule.evaluate(inputs, ["y"], "SkipLayerNorm_0", owners.get, lambda _: None) == "h"
+    # an input that is not there is skipped; nothing resolving means the rule does not apply
+    assert rule.evaluate(inputs[:4], ["y"], "n", owners.get, lambda _: None) == "h.1"
+    assert rule.evaluate(["x", "skip", "w"], ["y"], "n", owners.get, lambda _: None) is None
+    scoped = FusedNodeRule.from_json({"op_types": ["Attention"], "module": ["output:0", "node"]}, "t")
+    scopes = {"/encoder/layer.0/attention/self/Reshape_3": "encoder.layer.0.attention.self"}
+    outputs = ["/encoder/layer.0/attention/self/Reshape_3_output_0"]
+    assert scoped.evaluate([], outputs, "Attention_0", owners.get, scopes.get) == "encoder.layer.0.attention.self"
+
+
+def test_shipped_fused_node_rules_apply_to_every_model_type() -> None:
+    generic = fused_node_rules("t5")
+    assert any("SkipLayerNormalization" in r.op_types for r in generic)
+    gpt2 = fused_node_rules("gpt2")
+    assert gpt2[0].op_types == frozenset({"Add"})  # the model's own rules come first
+    assert len(gpt2) == len(generic) + 1
+    assert all(rule.why for rule in gpt2)
