@@ -22,7 +22,6 @@ __all__ = ["restore_hierarchy", "tree_from_config", "tree_from_names"]
 
 import logging
 import os
-import re
 from pathlib import Path
 
 import onnx
@@ -32,13 +31,10 @@ from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, Miss
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.rules import rules_for_model_type
 from optimum_hierarchy.schema import ExportInfo, ModuleInfo, ModuleTree, ParameterInfo, decode_model_metadata
-from optimum_hierarchy.scope import ScopeResolver, scope_segments
+from optimum_hierarchy.scope import ScopeResolver, call_suffix_base, producer_name_of_output, scope_segments
 from optimum_hierarchy.walk import iter_proto_nodes
 
 logger = logging.getLogger(__name__)
-
-_CALL_SUFFIX = re.compile(r"^(.+)_\d+$")
-_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
 
 
 def restore_hierarchy(
@@ -154,7 +150,7 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
 
     paths = set(known)
     for node, _ in iter_proto_nodes(proto.graph):
-        for name in (node.name, *(_scope_name(t) for t in node.output)):
+        for name in (node.name, *(producer_name_of_output(t) or "" for t in node.output)):
             segments = scope_segments(name) if name else None
             if segments:
                 paths.update(_scope_paths(segments, known))
@@ -162,11 +158,6 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
     for path in sorted(paths, key=lambda p: (p.count("."), p)):
         modules.append(ModuleInfo(path=path, class_name="", parameters=tuple(parameters.get(path, ()))))
     return ModuleTree(modules)
-
-
-def _scope_name(tensor: str) -> str:
-    match = _OUTPUT_NAME.match(tensor)
-    return match.group(1) if match else ""
 
 
 def _scope_paths(segments: list[str], known: set[str]) -> list[str]:
@@ -177,8 +168,8 @@ def _scope_paths(segments: list[str], known: set[str]) -> list[str]:
         if joined not in known and segment in known:
             joined = segment  # a repeated container level: /layer1/layer1.0/...
         elif joined not in known:
-            match = _CALL_SUFFIX.match(segment)
-            base = f"{current}.{match.group(1)}" if match and current else (match.group(1) if match else None)
+            stem = call_suffix_base(segment)
+            base = None if stem is None else (f"{current}.{stem}" if current else stem)
             if base is not None and base in known:
                 joined = base  # a module called twice: act_1
         current = joined

@@ -64,6 +64,7 @@ from typing import Any
 
 from optimum_hierarchy.errors import SchemaError
 from optimum_hierarchy.schema import ModuleTree
+from optimum_hierarchy.scope import producer_name_of_output
 
 RULES_PATH_ENV = "OPTIMUM_HIERARCHY_RULES_PATH"
 
@@ -143,13 +144,10 @@ def _ancestor(path: str, levels: int) -> str:
 
 def _output_scope(scope_of: Callable[[str], str | None]) -> Callable[[str], str | None]:
     def resolve(tensor: str) -> str | None:
-        match = _OUTPUT_NAME.match(tensor)
-        return scope_of(match.group(1)) if match else None
+        node_name = producer_name_of_output(tensor)
+        return scope_of(node_name) if node_name is not None else None
 
     return resolve
-
-
-_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
 
 
 @dataclasses.dataclass(frozen=True)

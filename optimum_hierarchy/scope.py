@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-__all__ = ["ScopeResolver", "scope_segments"]
+__all__ = ["ScopeResolver", "call_suffix_base", "producer_name_of_output", "scope_segments"]
 
 import re
 
 from optimum_hierarchy.schema import ModuleTree
 
 _CALL_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<n>\d+)$")
+_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
+
+
+def producer_name_of_output(tensor_name: str) -> str | None:
+    """The scoped node name in a TorchScript output tensor name (``/a/b/MatMul_output_0`` -> ``/a/b/MatMul``).
+
+    ONNX Runtime's fused nodes keep the output tensor names of the subgraph they replaced, so this
+    is where a fused node's scope survives. ``None`` for a name of another form.
+    """
+    match = _OUTPUT_NAME.match(tensor_name)
+    return match.group(1) if match else None
+
+
+def call_suffix_base(segment: str) -> str | None:
+    """``act_1`` -> ``act`` (the exporter's suffix for a module called again); ``None`` without a suffix."""
+    match = _CALL_SUFFIX.match(segment)
+    return match.group("base") if match else None
 
 
 def scope_segments(node_name: str) -> list[str] | None:
@@ -67,9 +84,9 @@ class ScopeResolver:
         for segment in segments:
             step = self._step(current, segment)
             if step is None:
-                match = _CALL_SUFFIX.match(segment)
-                if match is not None:
-                    step = self._step(current, match.group("base"))
+                base = call_suffix_base(segment)
+                if base is not None:
+                    step = self._step(current, base)
             if step is None:
                 return None
             current = step

@@ -6,7 +6,6 @@ __all__ = ["SUMMARY_META_KEY", "AttributeNodesPass"]
 
 import collections
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from optimum_hierarchy.schema import (
     ModuleTree,
     UnattributedNode,
 )
-from optimum_hierarchy.scope import ScopeResolver
+from optimum_hierarchy.scope import ScopeResolver, producer_name_of_output
 from optimum_hierarchy.walk import Site, iter_ir_sites
 
 logger = logging.getLogger(__name__)
@@ -34,9 +33,6 @@ SUMMARY_META_KEY = "optimum_hierarchy.summary"
 """Key in ``ir.Model.meta`` (scratch state, never saved) under which the pass leaves its summary."""
 
 _NO_EVIDENCE = "no scope in its name, no parameter among its inputs or outputs, and no attributed neighbour"
-
-
-_OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
 
 
 class AttributeNodesPass(ir.passes.InPlacePass):
@@ -226,8 +222,8 @@ class _Attributor:
         """LCA of the scopes in the output tensor names and the owners of the parameters read."""
         scopes = []
         for tensor in self.table.outputs[i]:
-            match = _OUTPUT_NAME.match(tensor)
-            path = self.resolver.resolve(match.group(1)) if match else None
+            node_name = producer_name_of_output(tensor)
+            path = self.resolver.resolve(node_name) if node_name is not None else None
             if path is not None:
                 scopes.append(path)
         if not scopes:

@@ -1,0 +1,127 @@
+"""restore_hierarchy / `optimum-cli hierarchy annotate` on files nobody annotated, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from support import run_cli
+
+from optimum_hierarchy import read_hierarchy, restore_hierarchy
+from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
+from optimum_hierarchy.restore import tree_from_names
+from optimum_hierarchy.rules import RULES_PATH_ENV
+
+
+def _copy(source: Path, target: Path, *, config: bool) -> Path:
+    target.mkdir()
+    shutil.copy(source / "model.onnx", target / "model.onnx")
+    if config:
+        shutil.copy(source / "config.json", target / "config.json")
+    return target / "model.onnx"
+
+
+@pytest.mark.parametrize("name", ["vit", "bert", "gpt2"])
+@pytest.mark.parametrize("config", [False, True], ids=["names-only", "config-beside"])
+def test_plain_export_gets_the_same_modules_as_an_export_with_hierarchy(
+    name: str, config: bool, plain_exports: dict[str, Path], cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    path = _copy(plain_exports[name], tmp_path / name, config=config)
+    (record,) = restore_hierarchy(path)
+    assert record.summary.coverage == 1.0
+    assert set(record.summary.by_source) <= {"name", "rule", "context", "parameter"}
+    exact = {n.name: n.module for n in read_hierarchy(cli_exports[name] / "model.onnx").nodes}
+    nodes = read_hierarchy(path).nodes
+    scoped = [n for n in nodes if n.name.startswith("/")]
+    assert all(n.module == exact[n.name] for n in scoped)
+    agree = sum(n.module == exact[n.name] for n in nodes)
+    assert agree >= 0.95 * len(nodes), (agree, len(nodes))
+    if config:  # the real tree: classes known
+        assert (
+            read_hierarchy(path).tree["" if name == "bert" else "transformer" if name == "gpt2" else "vit"].class_name
+        )
+
+
+def test_a_users_rules_file_applies_without_code(
+    plain_exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    optimized = tmp_path / "o2"
+    model = ORTModelForFeatureExtraction.from_pretrained(plain_exports["bert"])
+    ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), optimized)
+    shipped = {n.name: n.module for n in _annotated_copy(optimized, tmp_path / "shipped").nodes}
+    assert shipped["BiasGelu"] == "encoder.layer.0.intermediate"
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "mine.json").write_text(
+        json.dumps(
+            {
+                "name": "my-bert",
+                "model_types": ["bert"],
+                "fused_nodes": [{"op_types": ["BiasGelu"], "module": ["input:1"], "why": "count it as the Linear"}],
+            }
+        )
+    )
+    monkeypatch.setenv(RULES_PATH_ENV, str(rules))
+    mine = _annotated_copy(optimized, tmp_path / "mine")
+    node = next(n for n in mine.nodes if n.name == "BiasGelu")
+    assert (node.module, node.source) == ("encoder.layer.0.intermediate.dense", "rule")
+    assert mine.export.rules == "my-bert"
+
+
+def _annotated_copy(source: Path, target: Path):
+    shutil.copytree(source, target)
+    restore_hierarchy(target)
+    return read_hierarchy(target / "model_optimized.onnx")
+
+
+def test_tree_from_names_undoes_the_exporters_quirks() -> None:
+    init = [
+        helper.make_tensor("layer1.0.conv1.weight", TensorProto.FLOAT, [1], [1.0]),
+        helper.make_tensor("act.scale", TensorProto.FLOAT, [1], [1.0]),
+    ]
+    hidden = "/layer1/layer1.0/conv1/Mul_output_0"
+    nodes = [
+        helper.make_node("Mul", ["x", "layer1.0.conv1.weight"], [hidden], name="/layer1/layer1.0/conv1/Mul"),
+        helper.make_node("Mul", [hidden, "act.scale"], ["y"], name="/act_1/Mul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        init,
+    )
+    tree = tree_from_names(helper.make_model(graph))
+    assert set(tree) == {"", "layer1", "layer1.0", "layer1.0.conv1", "act"}
+    assert [p.name for p in tree["layer1.0.conv1"].parameters] == ["weight"]
+
+
+def test_bad_input(tmp_path: Path, plain_exports: dict[str, Path]) -> None:
+    with pytest.raises(InvalidModelFileError, match="no such file or directory"):
+        restore_hierarchy(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidModelFileError, match=r"no \.onnx file"):
+        restore_hierarchy(tmp_path / "empty")
+    path = _copy(plain_exports["bert"], tmp_path / "bert", config=False)
+    before = path.read_bytes()
+    with pytest.raises(HierarchyError, match=r"no config\.json there"):
+        restore_hierarchy(path, config=tmp_path / "empty")
+    assert path.read_bytes() == before
+    completed = run_cli("hierarchy", "annotate", str(tmp_path / "missing"), check=False)
+    assert completed.returncode == 1
+    assert "error:" in completed.stderr and "missing" in completed.stderr
+
+
+def test_cli_annotate_prints_a_table(plain_exports: dict[str, Path], tmp_path: Path) -> None:
+    path = _copy(plain_exports["vit"], tmp_path / "vit", config=True)
+    completed = run_cli("hierarchy", "annotate", str(path.parent))
+    assert "model.onnx" in completed.stdout and "100.0%" in completed.stdout
+    assert onnx.load(str(path)).metadata_props
