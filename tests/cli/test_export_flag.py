@@ -61,17 +61,20 @@ def test_share_by_source_is_printed(name: str, cli_exports: dict[str, Path]) -> 
     assert "Attributed" in stdout and "nodes" in stdout
 
 
-def test_help_lists_the_flag_and_startup_stays_light() -> None:
+def test_help_lists_the_flag_and_startup_stays_light(tmp_path: Path) -> None:
     assert "--hierarchy" in run_cli("export", "onnx", "--help").stdout
+    assert "annotate" in run_cli("hierarchy", "--help").stdout
     code = (
         "import sys\n"
         "sys.argv = ['optimum-cli', 'export', 'onnx', '--help']\n"
         "from optimum.commands.optimum_cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'transformers') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'transformers', 'onnx_ir') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # Not from the checkout: `python -c` puts the working directory on sys.path, and Optimum would
+    # find the plugin file twice (installed and in ./optimum) and register its commands twice.
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert "--hierarchy" in out
     assert "HEAVY []" in out
 
