@@ -47,6 +47,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from optimum_hierarchy.walk import iter_proto_nodes
+
 # name -> (transformers config class, model class, task)
 MODELS: dict[str, tuple[str, str, str]] = {
     "vit": ("ViTConfig", "ViTModel", "feature-extraction"),
@@ -141,20 +143,6 @@ def onnx_size(path: Path) -> int:
     return os.path.getsize(path) + (os.path.getsize(data) if data.is_file() else 0)
 
 
-def iter_nodes(graph: Any) -> Any:
-    """Every node of a graph, subgraphs included."""
-    import onnx
-
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from iter_nodes(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from iter_nodes(sub)
-
-
 def node_records(path: Path) -> list[tuple[str, str, dict[str, str]]]:
     """(name, op type, our metadata) of every node of the file."""
     import onnx
@@ -162,7 +150,7 @@ def node_records(path: Path) -> list[tuple[str, str, dict[str, str]]]:
     proto = onnx.load(str(path), load_external_data=False)
     return [
         (node.name, node.op_type, {p.key: p.value for p in node.metadata_props if p.key.startswith(PREFIX)})
-        for node in iter_nodes(proto.graph)
+        for node, _ in iter_proto_nodes(proto.graph)
     ]
 
 
@@ -318,7 +306,7 @@ def strip_node_metadata(source: Path, target: Path) -> None:
     import onnx
 
     proto = onnx.load(str(source))
-    for node in iter_nodes(proto.graph):
+    for node, _ in iter_proto_nodes(proto.graph):
         kept = [(p.key, p.value) for p in node.metadata_props if not p.key.startswith(PREFIX) and p.key != "namespace"]
         del node.metadata_props[:]
         for key, value in kept:
