@@ -522,3 +522,42 @@ def test_unannotated_optimized_export_is_annotated_from_names(
                 assert not wrong, (name, wrong[:5])
             else:
                 assert agree >= 0.9 * len(nodes), (name, agree, len(nodes))
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_static_quantization_qdq_and_qlinear(
+    fmt: str, exports3: dict[str, Path], plain3: dict[str, Path], tmp_path: Path
+) -> None:
+    """QuantizeLinear/DequantizeLinear pairs (QDQ) and QLinear* operators (QOperator), then the one call."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self, model: Path) -> None:
+            session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+            self.items = iter([make_feeds(session, seed) for seed in range(3)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    outputs = []
+    for label, source in (("annotated", exports3["bert"]), ("plain", plain3["bert"])):
+        target = tmp_path / label / "model.onnx"
+        target.parent.mkdir()
+        quantize_static(
+            str(source / "model.onnx"), str(target), Reader(source / "model.onnx"),
+            quant_format=getattr(QuantFormat, fmt), activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+        session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, make_feeds(session)))
+    for a, b in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    restore_hierarchy(tmp_path / "annotated")
+    before = {n["name"]: n for n in _graph(exports3["bert"] / "model.onnx")}
+    nodes = _graph(tmp_path / "annotated" / "model.onnx")
+    assert all(n["module"] is not None for n in nodes)
+    quant_ops = [n for n in nodes if n["op"] in {"QuantizeLinear", "DequantizeLinear"} or n["op"].startswith("QLinear")]
+    assert quant_ops
+    for node in nodes:
+        if node["op"] == "QLinearMatMul":  # named after the MatMul it replaced
+            assert node["module"] == before[node["name"].removesuffix("_quant")]["module"], node["name"]
