@@ -4,10 +4,8 @@ from __future__ import annotations
 
 __all__ = ["annotate_onnx_file", "annotate_onnx_model", "load_model_proto", "save_model_proto_atomic"]
 
-import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.provenance import decode_provenance
@@ -59,20 +58,9 @@ def save_model_proto_atomic(proto: onnx.ModelProto, path: str | os.PathLike[str]
     """Write ``proto`` to ``path`` through a temporary file in the same directory and a rename.
 
     External data references are kept as they are (relative to the directory), so the target must
-    stay in the directory the data files are in.
+    stay in the directory the data files are in. The file keeps its permissions.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, proto.SerializeToString())
 
 
 def _write_metadata(model: ir.Model, proto: onnx.ModelProto) -> None:

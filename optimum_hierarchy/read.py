@@ -32,6 +32,8 @@ class NodeAttribution:
     reason: str | None = None
     sources: tuple[str, ...] = ()
     """For a node that replaced several export-time nodes (a fusion, a quantized op): their modules."""
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
 
     @property
     def spanning(self) -> bool:
@@ -100,6 +102,8 @@ def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
                 source=node_props.get(schema.NODE_SOURCE_KEY),
                 reason=node_props.get(schema.NODE_REASON_KEY),
                 sources=_sources(node_props.get(schema.NODE_SOURCES_KEY), node.name),
+                inputs=tuple(node.input),
+                outputs=tuple(node.output),
             )
         )
     return ModelHierarchy(metadata=metadata, nodes=tuple(nodes), path=path)

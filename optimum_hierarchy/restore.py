@@ -142,7 +142,8 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
     for init in proto.graph.initializer:
         owner, dot, leaf = init.name.rpartition(".")
         if dot and owner and leaf and not init.name.startswith(("/", "onnx::")):
-            parameters.setdefault(owner, []).append(ParameterInfo(name=leaf, shape=tuple(init.dims)))
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
+            parameters.setdefault(owner, []).append(ParameterInfo(name=leaf, shape=tuple(init.dims), dtype=dtype))
     known: set[str] = set()
     for owner in parameters:
         parts = owner.split(".")

@@ -120,6 +120,8 @@ class ParameterInfo:
     shape: tuple[int, ...]
     tied_to: str | None = None
     """Full path of the first occurrence when the tensor is shared (tied weights)."""
+    dtype: str | None = None
+    """PyTorch dtype name (``float32``), ``None`` when unknown."""
 
     @property
     def numel(self) -> int:
@@ -127,6 +129,30 @@ class ParameterInfo:
         for d in self.shape:
             n *= d
         return n
+
+    @property
+    def nbytes(self) -> int | None:
+        """Size in bytes, ``None`` when the dtype is unknown."""
+        size = _DTYPE_BYTES.get(self.dtype or "")
+        return None if size is None else size * self.numel
+
+
+_DTYPE_BYTES = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
+    "complex64": 8,
+    "complex128": 16,
+    "float8_e4m3fn": 1,
+    "float8_e5m2": 1,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +184,11 @@ class ModuleInfo:
     def parameter_count(self) -> int:
         """Number of elements of the parameters this module owns (tied copies excluded)."""
         return sum(p.numel for p in self.parameters if p.tied_to is None)
+
+    @property
+    def parameter_bytes(self) -> int:
+        """Bytes of the parameters this module owns (tied copies excluded; unknown dtypes count 0)."""
+        return sum(p.nbytes or 0 for p in self.parameters if p.tied_to is None)
 
 
 class ModuleTree(Mapping[str, ModuleInfo]):
@@ -281,6 +312,8 @@ def _tensor_to_json(p: ParameterInfo) -> dict[str, Any]:
     record: dict[str, Any] = {"name": p.name, "shape": list(p.shape)}
     if p.tied_to is not None:
         record["tied_to"] = p.tied_to
+    if p.dtype is not None:
+        record["dtype"] = p.dtype
     return record
 
 
@@ -293,7 +326,10 @@ def _tensor_from_json(data: Any, where: str) -> ParameterInfo:
     tied = data.get("tied_to")
     if tied is not None and not isinstance(tied, str):
         raise SchemaError(f"{where}: tied_to must be a string")
-    return ParameterInfo(name=_expect(data, "name", str, where), shape=tuple(shape), tied_to=tied)
+    dtype = data.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise SchemaError(f"{where}: dtype must be a string")
+    return ParameterInfo(name=_expect(data, "name", str, where), shape=tuple(shape), tied_to=tied, dtype=dtype)
 
 
 def _expect(record: Mapping[str, Any], field: str, typ: type, where: str) -> Any:
@@ -410,8 +446,8 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
     if SCHEMA_VERSION_KEY not in props:
         raise MissingHierarchyError(
             f"{source} has no hierarchy metadata (no {SCHEMA_VERSION_KEY!r} key). "
-            "Export it with `optimum-cli export onnx --hierarchy ...` or annotate it with "
-            "optimum_hierarchy.annotate_onnx_file(...)."
+            f"Annotate it with `optimum-cli hierarchy annotate {source}` (add `--config MODEL_DIR` if no config.json "
+            "is beside it), or export it with `optimum-cli export onnx --hierarchy ...`."
         )
     version = loads_json(props[SCHEMA_VERSION_KEY], SCHEMA_VERSION_KEY)
     if version != SCHEMA_VERSION:

@@ -74,3 +74,21 @@ def test_valid_protobuf_model_without_graph(tmp_path: Path) -> None:
     onnx.save(onnx.ModelProto(ir_version=8), str(path))
     with pytest.raises(InvalidModelFileError, match="no graph"):
         read_hierarchy(path)
+
+
+def test_written_files_keep_normal_permissions(
+    cli_exports: dict[str, Path], plain_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """Atomic writes go through a 0o600 temporary file; the result must not keep that mode."""
+    for name in ("vit", "bert", "gpt2"):
+        annotated = (cli_exports[name] / "model.onnx").stat().st_mode & 0o777
+        plain = (plain_exports[name] / "model.onnx").stat().st_mode & 0o777
+        assert annotated == plain, name
+    path = tmp_path / "model.onnx"
+    shutil.copy(plain_exports["bert"] / "model.onnx", path)
+    path.chmod(0o640)
+    from optimum_hierarchy import restore_hierarchy
+
+    restore_hierarchy(path)
+    assert read_hierarchy(path).metadata.summary is not None
+    assert path.stat().st_mode & 0o777 == 0o640

@@ -37,7 +37,12 @@ def capture_module_tree(model: torch.nn.Module) -> ModuleTree:
                 full = f"{path}.{name}" if path else name
                 tied_to = first_name.setdefault(id(tensor), full)
                 own[kind].append(
-                    ParameterInfo(name=name, shape=tuple(tensor.shape), tied_to=None if tied_to == full else tied_to)
+                    ParameterInfo(
+                        name=name,
+                        shape=tuple(tensor.shape),
+                        tied_to=None if tied_to == full else tied_to,
+                        dtype=str(tensor.dtype).removeprefix("torch."),
+                    )
                 )
         modules.append(
             ModuleInfo(

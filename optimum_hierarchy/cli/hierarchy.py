@@ -5,10 +5,22 @@ Import-light: Optimum imports this at start-up through the plugin file; heavy im
 
 from __future__ import annotations
 
-__all__ = ["AnnotateCommand", "HierarchyCommand", "install_onnxruntime_hooks"]
+__all__ = [
+    "AnnotateCommand",
+    "DiffCommand",
+    "HierarchyCommand",
+    "NodesCommand",
+    "ShowCommand",
+    "StatsCommand",
+    "TreeCommand",
+    "ViewCommand",
+    "install_onnxruntime_hooks",
+]
 
+import json
 import sys
 from argparse import ArgumentParser
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +67,149 @@ class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         print_annotated_files(files, f"Module hierarchy written to {self.args.path}", base=base)
 
 
+def _model_argument(parser: ArgumentParser, name: str = "model", help_text: str = "An annotated .onnx file.") -> None:
+    parser.add_argument(name, type=Path, help=help_text)
+
+
+def _json_argument(parser: ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
+
+
+def _query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], Any]) -> None:
+    """Load the model(s), compute the data, print it as JSON or rendered; a clear error and exit 1 otherwise."""
+    from rich.console import Console
+
+    from optimum_hierarchy.cli.output import print_error
+    from optimum_hierarchy.errors import HierarchyError
+
+    try:
+        data = produce(command.args)
+    except HierarchyError as e:
+        print_error(str(e))
+        sys.exit(1)
+    except KeyError as e:
+        print_error(str(e.args[0]) if e.args else str(e))
+        sys.exit(1)
+    if getattr(command.args, "json", False):
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    else:
+        Console().print(render(data))
+
+
+def _retriever(path: Path) -> Any:
+    from optimum_hierarchy.retriever import HierarchyRetriever
+
+    return HierarchyRetriever(path)
+
+
+class TreeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        _model_argument(parser)
+        parser.add_argument("--module", default="", help="Start at this module (default: the root).")
+        parser.add_argument("--depth", type=int, default=None, help="Levels to show below the start (default: all).")
+        _json_argument(parser)
+
+    def run(self) -> None:
+        from optimum_hierarchy.cli.views import render_tree, tree_data
+
+        _query(self, lambda a: tree_data(_retriever(a.model), a.module, a.depth), render_tree)
+
+
+class NodesCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        _model_argument(parser)
+        parser.add_argument(
+            "module",
+            help="A module path or glob: '*' is one path segment, '**' any number (encoder.layer.*.attention).",
+        )
+        parser.add_argument("--own", action="store_true", help="Only nodes attributed to the module itself.")
+        parser.add_argument(
+            "--spanning",
+            action="store_true",
+            help="Also fused nodes attributed above the module that replaced some of its nodes.",
+        )
+        _json_argument(parser)
+
+    def run(self) -> None:
+        from optimum_hierarchy.cli.views import nodes_data, render_nodes
+
+        _query(self, lambda a: nodes_data(_retriever(a.model), a.module, own=a.own, spanning=a.spanning), render_nodes)
+
+
+class StatsCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        _model_argument(parser)
+        parser.add_argument("--by", choices=["module", "op"], default="module", help="Group by module or op type.")
+        parser.add_argument(
+            "--depth", type=int, default=1, help="With --by module: group nodes under modules at this depth (1)."
+        )
+        _json_argument(parser)
+
+    def run(self) -> None:
+        from optimum_hierarchy.cli.views import render_stats, stats_data
+
+        _query(self, lambda a: stats_data(_retriever(a.model), by=a.by, depth=a.depth), render_stats)
+
+
+class ShowCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        _model_argument(parser)
+        parser.add_argument("node", help="A node name (/encoder/layer.0/attention/self/query/MatMul, Attention_0).")
+        _json_argument(parser)
+
+    def run(self) -> None:
+        from optimum_hierarchy.cli.views import render_show, show_data
+
+        _query(self, lambda a: show_data(_retriever(a.model), a.node), render_show)
+
+
+class DiffCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        _model_argument(parser, "before", "The first annotated .onnx file (e.g. the plain export).")
+        _model_argument(parser, "after", "The second one (e.g. its optimized or quantized version).")
+        parser.add_argument("--depth", type=int, default=None, help="Only modules down to this depth.")
+        parser.add_argument("--all", action="store_true", help="Also modules whose nodes did not change.")
+        _json_argument(parser)
+
+    def run(self) -> None:
+        from optimum_hierarchy.cli.views import diff_data, render_diff
+
+        _query(
+            self,
+            lambda a: diff_data(_retriever(a.before), _retriever(a.after), depth=a.depth, everything=a.all),
+            render_diff,
+        )
+
+
+class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        _model_argument(parser)
+        parser.add_argument(
+            "-o", "--output", type=Path, default=None, help="The HTML file to write (default: MODEL with .html)."
+        )
+
+    def run(self) -> None:
+        from optimum_hierarchy.html import write_html
+
+        def produce(a: Any) -> str:
+            output = a.output if a.output is not None else a.model.with_suffix(".html")
+            if output.is_dir():
+                output = output / (a.model.stem + ".html")
+            if not output.parent.is_dir():
+                raise HierarchyError(f"{output.parent}: no such directory for the HTML file.")
+            return str(write_html(_retriever(a.model), output, title=a.model.name))
+
+        from optimum_hierarchy.errors import HierarchyError
+
+        _query(self, produce, lambda path: f"Wrote {path}")
+
+
 class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     COMMAND = CommandInfo(name="hierarchy", help="Module hierarchy of ONNX models (optimum-hierarchy).")
     SUBCOMMANDS = (
@@ -66,6 +221,16 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
             ),
             subcommand_class=AnnotateCommand,
         ),
+        CommandInfo(name="tree", help="The module tree with node and parameter counts.", subcommand_class=TreeCommand),
+        CommandInfo(
+            name="nodes", help="The nodes of a module or of the modules a glob matches.", subcommand_class=NodesCommand
+        ),
+        CommandInfo(
+            name="stats", help="Node and parameter counts by module or by op type.", subcommand_class=StatsCommand
+        ),
+        CommandInfo(name="show", help="Where one node comes from.", subcommand_class=ShowCommand),
+        CommandInfo(name="diff", help="Node counts by module in two annotated models.", subcommand_class=DiffCommand),
+        CommandInfo(name="view", help="Write a self-contained interactive HTML view.", subcommand_class=ViewCommand),
     )
 
 

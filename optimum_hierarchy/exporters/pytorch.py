@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.atomic import target_mode
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
@@ -82,6 +83,7 @@ class HierarchyPreservingExporter:
                 model_class=f"{cls.__module__}.{cls.__qualname__}",
             )
             self.last_summary = annotate_onnx_file(tmp, tree, export, strict=self.strict)
+            os.chmod(tmp, target_mode(path))  # not the 0o600 of a temporary file
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
