@@ -74,8 +74,10 @@ def _write_metadata(model: ir.Model, proto: onnx.ModelProto) -> None:
     if len(ir_nodes) != len(proto_nodes):
         raise AssertionError(f"node count mismatch between IR ({len(ir_nodes)}) and proto ({len(proto_nodes)})")
     for ir_node, node in zip(ir_nodes, proto_nodes, strict=True):
-        if ir_node.op_type != node.op_type or (ir_node.name or "") != node.name:
+        if ir_node.op_type != node.op_type:
             raise AssertionError(f"node order mismatch at {node.name!r}")
+        if (ir_node.name or "") != node.name:  # renamed with scope_names=True
+            node.name = ir_node.name or ""
         _replace_props(node.metadata_props, ir_node.metadata_props, owned=_is_owned_node_key)
     _replace_props(proto.metadata_props, model.metadata_props, owned=lambda k: k.startswith(MODEL_KEY_PREFIX))
 
@@ -99,12 +101,14 @@ def annotate_onnx_model(
     *,
     strict: bool = False,
     after_the_fact: bool = False,
+    scope_names: bool = False,
 ) -> tuple[AttributionSummary, bool]:
     """Attribute every node of ``proto`` in place; returns the summary and whether anything changed.
 
     When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
     since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
-    at export, so its names are the evidence (see :class:`AttributeNodesPass`).
+    at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
+    module (see :class:`AttributeNodesPass`).
     """
     export = export if export is not None else ExportInfo()
     provenance = decode_provenance({p.key: p.value for p in proto.metadata_props})
@@ -116,6 +120,7 @@ def annotate_onnx_model(
         provenance=provenance,
         fused_rules=fused_node_rules(export.model_type),
         after_the_fact=after_the_fact,
+        scope_names=scope_names,
     )
     result = attribute(model)
     if result.modified:
@@ -156,6 +161,7 @@ def annotate_onnx_file(
     rules: ArchitectureRules | None = None,
     proto: onnx.ModelProto | None = None,
     after_the_fact: bool = False,
+    scope_names: bool = False,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
@@ -168,7 +174,9 @@ def annotate_onnx_file(
     path = Path(path)
     if proto is None:
         proto = load_model_proto(path)
-    summary, modified = annotate_onnx_model(proto, tree, export, strict=strict, after_the_fact=after_the_fact)
+    summary, modified = annotate_onnx_model(
+        proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names
+    )
     if rules is not None:
         _check_rules(path, proto, rules, strict)
     if modified:

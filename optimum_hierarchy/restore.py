@@ -38,7 +38,11 @@ logger = logging.getLogger(__name__)
 
 
 def restore_hierarchy(
-    path: str | os.PathLike[str], *, config: str | os.PathLike[str] | None = None, strict: bool = False
+    path: str | os.PathLike[str],
+    *,
+    config: str | os.PathLike[str] | None = None,
+    strict: bool = False,
+    scope_names: bool = False,
 ) -> list[AnnotatedFile]:
     """Annotate (again) the ONNX file at ``path``, or every ``.onnx`` file under the directory ``path``.
 
@@ -48,6 +52,8 @@ def restore_hierarchy(
             used only for files that carry no hierarchy. Default: the ``config.json`` beside each file.
         strict: raise :class:`~optimum_hierarchy.errors.AttributionError` if any node stays
             unattributed (the file is then left as it was).
+        scope_names: rename nodes whose names carry no scope (``Attention_0``) after their module
+            (``/encoder/layer/0/attention/self/Attention_0``), for tools that group by ``/`` in names.
 
     Returns:
         One record per file, with its attribution summary.
@@ -62,7 +68,7 @@ def restore_hierarchy(
     else:
         raise InvalidModelFileError(f"{path}: no such file or directory. Pass an .onnx file or a directory.")
     config_path = _config_file(Path(config)) if config is not None else None
-    return [_restore_file(f, config_path, strict) for f in files]
+    return [_restore_file(f, config_path, strict, scope_names) for f in files]
 
 
 def _config_file(config: Path) -> Path:
@@ -72,7 +78,7 @@ def _config_file(config: Path) -> Path:
     return candidate
 
 
-def _restore_file(path: Path, config: Path | None, strict: bool) -> AnnotatedFile:
+def _restore_file(path: Path, config: Path | None, strict: bool, scope_names: bool) -> AnnotatedFile:
     proto = load_model_proto(path)
     try:
         meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
@@ -80,7 +86,9 @@ def _restore_file(path: Path, config: Path | None, strict: bool) -> AnnotatedFil
         meta = None
     if meta is not None:
         rules = rules_for_model_type(meta.export.model_type)
-        summary = annotate_onnx_file(path, meta.tree, meta.export, strict=strict, rules=rules, proto=proto)
+        summary = annotate_onnx_file(
+            path, meta.tree, meta.export, strict=strict, rules=rules, proto=proto, scope_names=scope_names
+        )
         return AnnotatedFile(path=path, root=meta.export.root, summary=summary, rules=meta.export.rules)
 
     if config is None and (path.parent / "config.json").is_file():
@@ -95,7 +103,9 @@ def _restore_file(path: Path, config: Path | None, strict: bool) -> AnnotatedFil
     export = ExportInfo(
         root=root, model_type=model_type, model_class=model_class, rules=rules.name if rules is not None else None
     )
-    summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules, proto=proto, after_the_fact=True)
+    summary = annotate_onnx_file(
+        path, tree, export, strict=strict, rules=rules, proto=proto, after_the_fact=True, scope_names=scope_names
+    )
     logger.info(
         "%s: annotated after the fact from names (tree from %s): %s",
         path,

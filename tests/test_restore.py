@@ -125,3 +125,38 @@ def test_cli_annotate_prints_a_table(plain_exports: dict[str, Path], tmp_path: P
     completed = run_cli("hierarchy", "annotate", str(path.parent))
     assert "model.onnx" in completed.stdout and "100.0%" in completed.stdout
     assert onnx.load(str(path)).metadata_props
+
+
+def test_scope_names_option_renames_fused_nodes_after_their_module(
+    cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+    from support import make_feeds
+
+    model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
+    ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), tmp_path)
+    path = tmp_path / "model_optimized.onnx"
+    restore_hierarchy(path)
+    before = read_hierarchy(path).nodes
+    outputs = ort.InferenceSession(str(path)).run(None, make_feeds(ort.InferenceSession(str(path))))
+    assert any(not n.name.startswith("/") for n in before)
+
+    run_cli("hierarchy", "annotate", str(path), "--scope-names")
+    after = read_hierarchy(path).nodes
+    assert [(n.op_type, n.module) for n in after] == [(n.op_type, n.module) for n in before]
+    assert len({n.name for n in after}) == len(after)
+    for old, new in zip(before, after, strict=True):
+        if old.name.startswith("/"):
+            assert new.name == old.name
+        else:  # grouped by '/' like the module tree; an unnamed node is named after its op type
+            prefix = "/" + new.module.replace(".", "/") + "/" if new.module else "/"
+            assert new.name.startswith(prefix) and new.name[len(prefix) :].startswith(old.name or old.op_type)
+    session = ort.InferenceSession(str(path))
+    for a, b in zip(session.run(None, make_feeds(session)), outputs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    content = path.read_bytes()
+    restore_hierarchy(path, scope_names=True)  # idempotent
+    assert path.read_bytes() == content

@@ -52,6 +52,15 @@ class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
             action="store_true",
             help="Fail, leaving the files as they were, if any node cannot be attributed.",
         )
+        parser.add_argument(
+            "--scope-names",
+            action="store_true",
+            help=(
+                "Rename nodes whose names carry no scope (Attention_0) after their module "
+                "(/encoder/layer/0/attention/self/Attention_0), so that Netron and other tools that group nodes by '/' "
+                "in their names group them too."
+            ),
+        )
 
     def run(self) -> None:
         from optimum_hierarchy.cli.output import print_annotated_files, print_error
@@ -59,7 +68,9 @@ class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         from optimum_hierarchy.restore import restore_hierarchy
 
         try:
-            files = restore_hierarchy(self.args.path, config=self.args.config, strict=self.args.strict)
+            files = restore_hierarchy(
+                self.args.path, config=self.args.config, strict=self.args.strict, scope_names=self.args.scope_names
+            )
         except HierarchyError as e:
             print_error(str(e))
             sys.exit(1)

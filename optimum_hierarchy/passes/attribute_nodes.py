@@ -24,7 +24,7 @@ from optimum_hierarchy.schema import (
     ModuleTree,
     UnattributedNode,
 )
-from optimum_hierarchy.scope import ScopeResolver, producer_name_of_output
+from optimum_hierarchy.scope import ScopeResolver, producer_name_of_output, scope_segments
 from optimum_hierarchy.walk import Site, iter_ir_sites
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,10 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     (source ``name``): ONNX Runtime's fused nodes keep the output tensor names of what they replaced.
 
     After attribution the pass stores the new graph's provenance, so that a later optimization can
-    be re-attributed in turn.
+    be re-attributed in turn. With ``scope_names=True``, attributed nodes whose names carry no scope
+    (``Attention_0``, ``SkipLayerNorm_AddBias_0``) are renamed ``/encoder/layer/0/attention/self/Attention_0``,
+    so that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group
+    them too; the renamed graph is what the stored provenance describes.
 
     A node with none of these is left unattributed, with a reason; it is counted, logged, and with
     ``strict=True`` the pass raises :class:`AttributionError` instead. The pass recomputes
@@ -84,6 +87,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
         provenance: Provenance | None = None,
         fused_rules: Sequence[FusedNodeRule] = (),
         after_the_fact: bool = False,
+        scope_names: bool = False,
     ) -> None:
         super().__init__()
         self.tree = tree
@@ -92,6 +96,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
         self.provenance = provenance
         self.fused_rules = tuple(fused_rules)
         self.after_the_fact = after_the_fact
+        self.scope_names = scope_names
         if self.export.root not in tree:
             raise ValueError(f"export root {self.export.root!r} is not a module of the tree")
 
@@ -121,7 +126,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
                 raise AttributionError(message + f"; reason: {_NO_EVIDENCE}.", unattributed)
             logger.warning("%s; they carry %r = %r and a reason.", message, schema.NODE_SOURCE_KEY, "unattributed")
 
-        modified = False
+        modified = self.scope_names and _rename_to_scopes(sites, attributor.table, modules)
         for i, site in enumerate(sites):
             if i in modules:
                 wanted = {
@@ -385,6 +390,27 @@ class _Attributor:
                     self._assign(i, path, AttributionSource.CONTEXT)
                 progress = True
         return progress
+
+
+def _rename_to_scopes(sites: list[Site], table: NodeTable, modules: dict[int, str]) -> bool:
+    """Prefix unscoped names of attributed nodes with their module's namespace; True if any changed."""
+    taken = set(table.names)
+    changed = False
+    for i, site in enumerate(sites):
+        name = table.names[i]
+        if i not in modules or scope_segments(name) is not None:
+            continue
+        stem = name or site.node.op_type
+        prefix = f"/{schema.namespace_of(modules[i])}/" if modules[i] else "/"
+        new, n = prefix + stem, 0
+        while new in taken:
+            n += 1
+            new = f"{prefix}{stem}_{n}"
+        taken.add(new)
+        site.node.name = new
+        table.names[i] = new  # type: ignore[index]  # the table's lists are this pass's own
+        changed = True
+    return changed
 
 
 def _lca(paths: list[str]) -> str:
