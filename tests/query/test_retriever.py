@@ -101,7 +101,10 @@ def test_class_and_glob_queries(cli_exports: dict[str, Path], torch_models: dict
 
 
 def test_node_queries(cli_exports: dict[str, Path]) -> None:
-    retriever = HierarchyRetriever(cli_exports["bert"] / "model.onnx")
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+
+    retriever = HierarchyRetriever(ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"]))
+    assert retriever.nodes == HierarchyRetriever(cli_exports["bert"] / "model.onnx").nodes
     name = "/encoder/layer.1/attention/self/query/MatMul"
     assert retriever.get_module_of_node(name) == retriever.tree["encoder.layer.1.attention.self.query"]
     assert retriever.get_node_path(name) == [
