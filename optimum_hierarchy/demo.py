@@ -94,29 +94,23 @@ def main(argv: list[str] | None = None) -> int:
         return completed.returncode
 
     from rich.console import Console
-    from rich.tree import Tree
 
-    from optimum_hierarchy.read import read_hierarchy
+    from optimum_hierarchy.cli.views import render_tree, tree_data
+    from optimum_hierarchy.html import write_html
+    from optimum_hierarchy.retriever import HierarchyRetriever
 
-    hierarchy = read_hierarchy(next(iter(sorted(onnx_dir.glob("*.onnx")))))
-    counts: dict[str, int] = {}
-    for node in hierarchy.nodes:
-        if node.module is None:
-            continue
-        parts = node.module.split(".") if node.module else []
-        for depth in range(len(parts) + 1):
-            key = ".".join(parts[:depth])
-            counts[key] = counts.get(key, 0) + 1
-    view = Tree(f"{hierarchy.tree.root.class_name}  [{counts.get('', 0)} nodes]")
-    for child in hierarchy.tree.children(""):
-        short = hierarchy.tree[child].class_name.rpartition(".")[2]
-        branch = view.add(f"{child}  {short}  [{counts.get(child, 0)} nodes]")
-        for grandchild in hierarchy.tree.children(child):
-            info = hierarchy.tree[grandchild]
-            branch.add(f"{info.name}  {info.class_name.rpartition('.')[2]}  [{counts.get(grandchild, 0)} nodes]")
+    model = next(iter(sorted(onnx_dir.glob("*.onnx"))))
+    retriever = HierarchyRetriever(model)
     console = Console()
-    console.print(view)
-    console.print(f"Annotated model: {hierarchy.path}", highlight=False)
+    console.print(render_tree(tree_data(retriever, depth=2)))
+    page = write_html(retriever, args.output / "model.html", title=model.name)
+    console.print(f"Annotated model: {model}", highlight=False)
+    console.print(f"Interactive view: {page}", highlight=False)
+    console.print(
+        f"Explore it: optimum-cli hierarchy tree {model} --depth 4 | nodes {model} 'vit.encoder.layer.*.attention' "
+        f"| stats {model} --by op",
+        highlight=False,
+    )
     return 0
 
 

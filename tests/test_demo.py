@@ -17,3 +17,5 @@ def test_demo_runs(tmp_path: Path) -> None:
     hierarchy = read_hierarchy(tmp_path / "onnx" / "model.onnx")
     assert hierarchy.tree.root.class_name.endswith("ViTForImageClassification")
     assert all(n.module is not None for n in hierarchy.nodes)
+    page = (tmp_path / "model.html").read_text()
+    assert "ViTForImageClassification" in page and "hierarchy-data" in page
