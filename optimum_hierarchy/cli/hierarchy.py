@@ -206,6 +206,7 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
         )
 
     def run(self) -> None:
+        from optimum_hierarchy.errors import HierarchyError
         from optimum_hierarchy.html import write_html
 
         def produce(a: Any) -> str:
@@ -215,8 +216,6 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
             if not output.parent.is_dir():
                 raise HierarchyError(f"{output.parent}: no such directory for the HTML file.")
             return str(write_html(_retriever(a.model), output, title=a.model.name))
-
-        from optimum_hierarchy.errors import HierarchyError
 
         _query(self, produce, lambda path: f"Wrote {path}")
 
