@@ -64,28 +64,6 @@ class ModelHierarchy:
                 return node.module
         raise KeyError(node_name)
 
-    def nodes_in(self, module: str, *, subtree: bool = True, spanning: bool = False) -> list[NodeAttribution]:
-        """The nodes attributed to ``module`` (with ``subtree``, to it or any module below it).
-
-        ``spanning=True`` also returns fused nodes attributed higher up (to a common ancestor) that
-        replaced nodes of ``module`` (or of its subtree): e.g. a ``SkipLayerNormalization`` that fused
-        the residual ``Add`` of layer N with the ``LayerNorm`` of layer N+1 is attributed to the layer
-        list, and is among the nodes of both layers only with ``spanning=True``.
-        """
-        if module not in self.tree:
-            raise KeyError(f"{module!r} is not a module of this model")
-
-        def inside(path: str) -> bool:
-            if subtree:
-                return not module or path == module or path.startswith(module + ".")
-            return path == module
-
-        return [
-            node
-            for node in self.nodes
-            if node.module is not None and (inside(node.module) or (spanning and any(inside(s) for s in node.sources)))
-        ]
-
 
 def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
     props = {p.key: p.value for p in proto.metadata_props}

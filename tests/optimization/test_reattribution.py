@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 from support import MODELS, make_feeds, run_cli, task_of
 
-from optimum_hierarchy import export_with_hierarchy, read_hierarchy, restore_hierarchy
+from optimum_hierarchy import HierarchyRetriever, export_with_hierarchy, read_hierarchy, restore_hierarchy
 from optimum_hierarchy.demo import build_tiny_model
 
 LEVELS = ("O1", "O2", "O3")
@@ -454,17 +454,18 @@ def test_quantization_gives_the_same_outputs_as_quantizing_the_plain_export(
 
 def test_spanning_nodes_can_be_included_or_excluded(optimized: dict[tuple[str, str], Path]) -> None:
     """GPT-2 at O2: the residual Add of block 0 and ln_1 of block 1 fuse into one SkipLayerNormalization."""
-    hierarchy = read_hierarchy(optimized[("gpt2", "O2")])
+    hierarchy = HierarchyRetriever(optimized[("gpt2", "O2")])
     spanning = [n for n in hierarchy.nodes if n.spanning and n.op_type == "SkipLayerNormalization"]
     assert spanning
     node = next(n for n in spanning if n.module == "transformer.h")
     assert any(s.startswith("transformer.h.0") for s in node.sources)
     assert any(s.startswith("transformer.h.1") for s in node.sources)
-    assert node not in hierarchy.nodes_in("transformer.h.1")
-    assert node in hierarchy.nodes_in("transformer.h.1", spanning=True)
-    assert node in hierarchy.nodes_in("transformer.h.0", spanning=True)
+    assert node not in hierarchy.get_nodes_by_module("transformer.h.1", subtree=True)
+    assert node in hierarchy.get_nodes_by_module("transformer.h.1", subtree=True, spanning=True)
+    assert node in hierarchy.get_nodes_by_module("transformer.h.0", subtree=True, spanning=True)
     # without spanning, each node is counted once: blocks partition what is attributed inside them
-    inside = [n.name for b in ("0", "1", "2") for n in hierarchy.nodes_in(f"transformer.h.{b}")]
+    blocks = ("0", "1", "2")
+    inside = [n.name for b in blocks for n in hierarchy.get_nodes_by_module(f"transformer.h.{b}", subtree=True)]
     assert len(inside) == len(set(inside))
 
 
