@@ -18,7 +18,7 @@ is the command). For each ONNX file:
 
 from __future__ import annotations
 
-__all__ = ["restore_hierarchy", "tree_from_config", "tree_from_names"]
+__all__ = ["restore_hierarchy", "restore_if_annotated", "tree_from_config", "tree_from_names"]
 
 import logging
 import os
@@ -30,7 +30,14 @@ from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.rules import rules_for_model_type
-from optimum_hierarchy.schema import ExportInfo, ModuleInfo, ModuleTree, ParameterInfo, decode_model_metadata
+from optimum_hierarchy.schema import (
+    ExportInfo,
+    HierarchyMetadata,
+    ModuleInfo,
+    ModuleTree,
+    ParameterInfo,
+    decode_model_metadata,
+)
 from optimum_hierarchy.scope import ScopeResolver, call_suffix_base, producer_name_of_output, scope_segments
 from optimum_hierarchy.walk import iter_proto_nodes
 
@@ -78,12 +85,31 @@ def _config_file(config: Path) -> Path:
     return candidate
 
 
-def _restore_file(path: Path, config: Path | None, strict: bool, scope_names: bool) -> AnnotatedFile:
+def restore_if_annotated(path: str | os.PathLike[str]) -> AnnotatedFile | None:
+    """Re-attribute ``path`` if it carries hierarchy metadata; ``None`` (file untouched) otherwise.
+
+    The file is parsed once. This is what runs after ``optimum-cli onnxruntime optimize|quantize``.
+    """
+    path = Path(path)
     proto = load_model_proto(path)
+    if _metadata(path, proto) is None:
+        return None
+    return _restore_file(path, None, strict=False, scope_names=False, proto=proto)
+
+
+def _metadata(path: Path, proto: onnx.ModelProto) -> HierarchyMetadata | None:
     try:
-        meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
+        return decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
     except MissingHierarchyError:
-        meta = None
+        return None
+
+
+def _restore_file(
+    path: Path, config: Path | None, strict: bool, scope_names: bool, proto: onnx.ModelProto | None = None
+) -> AnnotatedFile:
+    if proto is None:
+        proto = load_model_proto(path)
+    meta = _metadata(path, proto)
     if meta is not None:
         rules = rules_for_model_type(meta.export.model_type)
         summary = annotate_onnx_file(

@@ -260,32 +260,26 @@ def _with_hierarchy(original_run: Any) -> Any:
     def run(self: Any) -> Any:
         result = original_run(self)
         output = Path(self.args.output)
-        annotated = [p for p in sorted(output.rglob("*.onnx")) if _has_hierarchy(p)]
-        if not annotated:
+        candidates = sorted(output.rglob("*.onnx"))
+        if not candidates:
             return result
         from optimum_hierarchy.cli.output import print_annotated_files, print_error
-        from optimum_hierarchy.errors import HierarchyError
-        from optimum_hierarchy.restore import restore_hierarchy
+        from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
+        from optimum_hierarchy.restore import restore_if_annotated
+
+        def restore(path: Path) -> Any:
+            try:
+                return restore_if_annotated(path)
+            except InvalidModelFileError:
+                return None  # not a model we can read: none of ours, left alone
 
         try:
-            files = [f for p in annotated for f in restore_hierarchy(p)]
+            files = [f for f in map(restore, candidates) if f is not None]
         except HierarchyError as e:
             print_error(f"{e} The model files are written; rerun `optimum-cli hierarchy annotate {output}`.")
             sys.exit(1)
-        print_annotated_files(files, f"Module hierarchy re-attributed in {output}", base=output)
+        if files:
+            print_annotated_files(files, f"Module hierarchy re-attributed in {output}", base=output)
         return result
 
     return run
-
-
-def _has_hierarchy(path: Path) -> bool:
-    """Whether an ONNX file carries hierarchy metadata (a cheap check on the parsed model's metadata)."""
-    from optimum_hierarchy.annotate import load_model_proto
-    from optimum_hierarchy.errors import HierarchyError
-    from optimum_hierarchy.schema import SCHEMA_VERSION_KEY
-
-    try:
-        proto = load_model_proto(path)
-    except HierarchyError:
-        return False
-    return any(p.key == SCHEMA_VERSION_KEY for p in proto.metadata_props)
