@@ -19,6 +19,7 @@ __all__ = [
     "tree_data",
 ]
 
+import collections
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -130,17 +131,12 @@ def stats_data(retriever: HierarchyRetriever, *, by: str = "module", depth: int 
                 "nodes": len(nodes),
                 "parameters": stats.subtree_parameters if grouped_below else stats.own_parameters,
                 "parameter_bytes": stats.subtree_parameter_bytes if grouped_below else stats.own_parameter_bytes,
-                "op_types": dict(sorted(_count_ops(nodes).items(), key=lambda kv: (-kv[1], kv[0]))),
+                "op_types": dict(
+                    sorted(collections.Counter(n.op_type for n in nodes).items(), key=lambda kv: (-kv[1], kv[0]))
+                ),
             }
         )
     return {"by": "module", "depth": depth, "total_nodes": len(retriever.nodes), "rows": rows}
-
-
-def _count_ops(nodes: list[NodeAttribution]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in nodes:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
 
 
 def render_stats(data: dict[str, Any]) -> Table:
