@@ -224,19 +224,23 @@ def load_all_rules() -> dict[str, ArchitectureRules]:
 
 def rules_for_model_type(model_type: str | None) -> ArchitectureRules | None:
     """The rules written for a transformers ``model_type``, or ``None`` (generic mechanism only)."""
-    if model_type is None:
-        return None
+    return _own_rules(load_all_rules().values(), model_type)
+
+
+def _own_rules(rules: Iterable[ArchitectureRules], model_type: str | None) -> ArchitectureRules | None:
+    """The last rules file naming ``model_type`` (a later file replaces an earlier one)."""
     found = None
-    for item in load_all_rules().values():
-        if model_type in item.model_types:
-            found = item
+    if model_type is not None:
+        for item in rules:
+            if model_type in item.model_types:
+                found = item
     return found
 
 
 def fused_node_rules(model_type: str | None) -> list[FusedNodeRule]:
     """``fused_nodes`` rules for a model type: its own rules first, then those of ``"*"`` files."""
     everything = load_all_rules().values()
-    own = rules_for_model_type(model_type)
+    own = _own_rules(everything, model_type)
     found = list(own.fused_nodes) if own is not None else []
     for item in everything:
         if "*" in item.model_types and item is not own:
