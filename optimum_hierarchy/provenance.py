@@ -21,8 +21,11 @@ __all__ = [
     "NodeTable",
     "Provenance",
     "ProvenanceNode",
+    "decode_module_outputs",
     "decode_provenance",
+    "encode_module_outputs",
     "encode_provenance",
+    "module_outputs",
     "snapshot",
 ]
 
@@ -33,7 +36,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 from optimum_hierarchy.errors import SchemaError
-from optimum_hierarchy.schema import PROVENANCE_KEY, dumps_json, loads_json
+from optimum_hierarchy.schema import MODULE_OUTPUTS_KEY, PROVENANCE_KEY, ModuleTree, dumps_json, loads_json
 
 PROVENANCE_VERSION = 1
 
@@ -186,3 +189,61 @@ def snapshot(
             for i in range(len(table))
         )
     )
+
+
+def module_outputs(
+    table: NodeTable, modules: Mapping[int, str], main: Sequence[bool], graph_outputs: Sequence[str]
+) -> dict[str, list[str]]:
+    """Each module's output tensors in the graph as exported: what its nodes produce and others read.
+
+    A tensor produced by a main-graph node of module ``p`` is an output of ``p`` and of each of its
+    ancestors that some reader of the tensor (any node, subgraphs included) lies outside of; a graph
+    output is an output of every one of them up to the root. Tensors are listed in the order they
+    are produced. Stored once, at export (key ``pkg.optimum_hierarchy.module_outputs``): optimizers
+    keep the names of the tensors a fused subgraph produced, so a module whose output tensor still
+    exists can be compared with its PyTorch output by name.
+    """
+    readers: dict[str, list[str | None]] = {}
+    for i, names in enumerate(table.inputs):
+        for name in names:
+            if name:
+                readers.setdefault(name, []).append(modules.get(i))
+    final = set(graph_outputs)
+    result: dict[str, list[str]] = {}
+    for i, names in enumerate(table.outputs):
+        producer = modules.get(i)
+        if producer is None or not main[i]:
+            continue
+        for name in names:
+            if not name or (name not in final and name not in readers):
+                continue
+            if name in final or None in readers.get(name, ()):
+                top: str | None = None  # read by the graph's caller (or an unattributed node): up to the root
+            else:
+                top = ModuleTree.lowest_common_ancestor([producer, *(r for r in readers[name] if r is not None)])
+            path: str | None = producer
+            while path is not None and path != top:
+                result.setdefault(path, []).append(name)
+                path = path.rpartition(".")[0] if path else None
+    return result
+
+
+def encode_module_outputs(outputs: Mapping[str, Sequence[str]]) -> str:
+    return dumps_json({module: list(names) for module, names in outputs.items()})
+
+
+def decode_module_outputs(props: Mapping[str, str]) -> dict[str, tuple[str, ...]] | None:
+    """The export-time module outputs stored in model ``metadata_props``; ``None`` when there are none.
+
+    Raises:
+        SchemaError: the value is there but malformed (the message names the key).
+    """
+    text = props.get(MODULE_OUTPUTS_KEY)
+    if text is None:
+        return None
+    value = loads_json(text, MODULE_OUTPUTS_KEY)
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v) for k, v in value.items()
+    ):
+        raise SchemaError(f"{MODULE_OUTPUTS_KEY}: expected an object mapping module paths to lists of tensor names")
+    return {k: tuple(v) for k, v in value.items()}

@@ -15,12 +15,16 @@ import pytest
 from optimum_hierarchy import read_hierarchy, restore_hierarchy
 from optimum_hierarchy.errors import SchemaError
 from optimum_hierarchy.provenance import (
+    NodeTable,
     Provenance,
     ProvenanceNode,
+    decode_module_outputs,
     decode_provenance,
+    encode_module_outputs,
     encode_provenance,
+    module_outputs,
 )
-from optimum_hierarchy.schema import PROVENANCE_KEY
+from optimum_hierarchy.schema import MODULE_OUTPUTS_KEY, PROVENANCE_KEY
 
 
 def _sample() -> Provenance:
@@ -108,3 +112,56 @@ def test_sources_metadata_is_validated(cli_exports: dict[str, Path], tmp_path: P
     onnx.save(model, str(path))
     with pytest.raises(SchemaError, match=r"pkg\.optimum_hierarchy\.sources"):
         read_hierarchy(path)
+
+
+def test_module_outputs_of_a_hand_written_graph() -> None:
+    # x -> [a.q] q -> [a.k] k -> [a] s -> [b] out (graph output); [a.q] also feeds [b]; [a.k] t is read only in a.k.
+    table = NodeTable(
+        names=["q", "k", "k2", "s", "b", "body"],
+        op_types=["MatMul", "MatMul", "Relu", "Add", "Mul", "Relu"],
+        inputs=[["x", "w"], ["q_out", "w2"], ["t"], ["k_out", "q_out"], ["s_out", "q_out"], ["s_out"]],
+        outputs=[["q_out"], ["t"], ["k_out"], ["s_out"], ["out"], ["inner"]],
+    )
+    modules = {0: "a.q", 1: "a.k", 2: "a.k", 3: "a", 4: "b", 5: "b"}
+    main = [True, True, True, True, True, False]
+    outputs = module_outputs(table, modules, main, ["out"])
+    # By hand: q_out leaves a.q (read in a.k, a and b) and a (read in b); k_out leaves a.k only; s_out
+    # leaves a (read in b and in b's subgraph); out is the graph output: b and the root. t stays inside a.k.
+    assert outputs == {
+        "a.q": ["q_out"],
+        "a": ["q_out", "s_out"],
+        "a.k": ["k_out"],
+        "b": ["out"],
+        "": ["out"],
+    }
+    assert decode_module_outputs({MODULE_OUTPUTS_KEY: encode_module_outputs(outputs)}) == {
+        k: tuple(v) for k, v in outputs.items()
+    }
+    assert decode_module_outputs({}) is None
+    for bad in ("[]", '{"a": "x"}', '{"a": [1]}', "{"):
+        with pytest.raises(SchemaError, match=MODULE_OUTPUTS_KEY):
+            decode_module_outputs({MODULE_OUTPUTS_KEY: bad})
+
+
+def test_module_outputs_are_recorded_at_export_and_kept_through_optimization(
+    cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    proto = onnx.load(str(cli_exports["bert"] / "model.onnx"), load_external_data=False)
+    outputs = decode_module_outputs({p.key: p.value for p in proto.metadata_props})
+    assert outputs is not None
+    # TorchScript names each module's last node in its scope: a Linear's output is its bias Add.
+    assert outputs["encoder.layer.0.attention.output.dense"] == (
+        "/encoder/layer.0/attention/output/dense/Add_output_0",
+    )
+    assert outputs[""] == ("last_hidden_state",)
+    source = tmp_path / "src"
+    shutil.copytree(cli_exports["bert"], source)
+    ORTOptimizer.from_pretrained(source, file_names=["model.onnx"]).optimize(
+        AutoOptimizationConfig.O2(), save_dir=tmp_path / "o2"
+    )
+    restore_hierarchy(tmp_path / "o2")
+    optimized = onnx.load(str(tmp_path / "o2" / "model_optimized.onnx"), load_external_data=False)
+    assert decode_module_outputs({p.key: p.value for p in optimized.metadata_props}) == outputs

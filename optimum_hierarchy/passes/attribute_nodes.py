@@ -14,7 +14,14 @@ import onnx_ir as ir
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import AttributionError
 from optimum_hierarchy.passes.reattribute import Placement, reattribute
-from optimum_hierarchy.provenance import NodeTable, Provenance, encode_provenance, snapshot
+from optimum_hierarchy.provenance import (
+    NodeTable,
+    Provenance,
+    encode_module_outputs,
+    encode_provenance,
+    module_outputs,
+    snapshot,
+)
 from optimum_hierarchy.rules import FusedNodeRule
 from optimum_hierarchy.schema import (
     AttributionSource,
@@ -68,9 +75,10 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     (source ``name``): ONNX Runtime's fused nodes keep the output tensor names of what they replaced.
 
     After attribution the pass stores the new graph's provenance, so that a later optimization can
-    be re-attributed in turn. With ``scope_names=True``, attributed nodes whose names carry no scope
-    (``Attention_0``, ``SkipLayerNorm_AddBias_0``) are renamed ``/encoder/layer/0/attention/self/Attention_0``,
-    so that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group
+    be re-attributed in turn; on a fresh export it also stores each module's output tensors
+    (:func:`~optimum_hierarchy.provenance.module_outputs`), which later runs keep as they are.
+    With ``scope_names=True``, attributed nodes whose names carry no scope (``Attention_0``,
+    ``SkipLayerNorm_AddBias_0``) are renamed ``/encoder/layer/0/attention/self/Attention_0``, so that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group
     them too; the renamed graph is what the stored provenance describes.
 
     A node with none of these is left unattributed, with a reason; it is counted, logged, and with
@@ -157,6 +165,11 @@ class AttributeNodesPass(ir.passes.InPlacePass):
         meta = HierarchyMetadata(tree=self.tree, export=self.export, summary=summary)
         encoded = schema.encode_model_metadata(meta)
         encoded[schema.PROVENANCE_KEY] = encode_provenance(snapshot(attributor.table, modules, sources, fused))
+        if fresh:
+            # The graph as exported: its module outputs are recorded once and kept through optimization.
+            main = [s.parent is None for s in sites]
+            outputs = module_outputs(attributor.table, modules, main, [v.name or "" for v in model.graph.outputs])
+            encoded[schema.MODULE_OUTPUTS_KEY] = encode_module_outputs(outputs)
         for key, value in encoded.items():
             if model.metadata_props.get(key) != value:
                 model.metadata_props[key] = value

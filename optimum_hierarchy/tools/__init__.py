@@ -1,0 +1,1 @@
+"""Module-level tools on annotated models: inputs, profiling, quantization by module, extraction, comparison."""

@@ -1,0 +1,127 @@
+"""Cut one module out of an annotated model into a standalone ONNX model.
+
+The extracted model holds exactly the module's nodes (see :mod:`optimum_hierarchy.tools.boundary`),
+in graph order, with the module's boundary tensors as graph inputs and outputs and only the
+initializers those nodes read. Fed the boundary inputs captured from the full model, it computes
+the full model's values of the boundary outputs. It carries the hierarchy: its nodes keep their
+module paths, and it can be queried, profiled or optimized like any annotated model.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ExtractedModule", "extract_module", "write_extracted_module"]
+
+import dataclasses
+import os
+from pathlib import Path
+
+import onnx
+from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
+
+from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
+from optimum_hierarchy.atomic import atomic_write
+from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.retriever import HierarchyRetriever
+from optimum_hierarchy.schema import PROVENANCE_KEY
+from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
+
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractedModule:
+    module: str
+    model: onnx.ModelProto
+    boundary: ModuleBoundary
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.boundary.inputs
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.boundary.outputs
+
+
+def _model_and_dir(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    if isinstance(model, onnx.ModelProto):
+        return model, None
+    path = Path(model)
+    return load_model_proto(path), path.parent
+
+
+def extract_module(model: str | os.PathLike[str] | onnx.ModelProto, module: str) -> ExtractedModule:
+    """The standalone model of ``module`` of an annotated model (a path or a proto).
+
+    Weights in external data are read only for the initializers the module uses.
+
+    Raises:
+        KeyError: ``module`` is not a module of the model.
+        HierarchyError: the model carries no hierarchy, or the module has no node in the main graph.
+    """
+    proto, base_dir = _model_and_dir(model)
+    retriever = HierarchyRetriever(proto)
+    boundary = module_boundary(proto, retriever, module)
+    graph = proto.graph
+    types = tensor_types(proto, (*boundary.inputs, *boundary.outputs))
+    wanted = set(boundary.initializers)
+    initializers = []
+    for tensor in graph.initializer:
+        if tensor.name in wanted:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            if uses_external_data(copy):
+                if base_dir is None:
+                    raise HierarchyError(
+                        f"Initializer {tensor.name!r} is stored in external data; pass the model's path, not a proto."
+                    )
+                load_external_data_for_tensor(copy, str(base_dir))
+                copy.data_location = onnx.TensorProto.DEFAULT
+                del copy.external_data[:]
+            initializers.append(copy)
+    sparse = [t for t in graph.sparse_initializer if t.values.name in wanted]
+    new_graph = onnx.helper.make_graph(
+        [graph.node[i] for i in boundary.nodes],
+        f"{graph.name or 'graph'}:{module}",
+        inputs=[onnx.helper.make_value_info(n, types[n]) for n in boundary.inputs],
+        outputs=[onnx.helper.make_value_info(n, types[n]) for n in boundary.outputs],
+        initializer=initializers,
+        sparse_initializer=sparse,
+    )
+    kept_names = {n for node in new_graph.node for n in (*node.input, *node.output)}
+    new_graph.value_info.extend(v for v in graph.value_info if v.name in kept_names)
+    extracted = onnx.helper.make_model(
+        new_graph,
+        opset_imports=list(proto.opset_import),
+        ir_version=proto.ir_version,
+        producer_name=proto.producer_name,
+        producer_version=proto.producer_version,
+        functions=list(proto.functions),
+    )
+    props = {p.key: p.value for p in proto.metadata_props if p.key != PROVENANCE_KEY}
+    onnx.helper.set_model_props(extracted, props)
+    metadata = retriever.hierarchy.metadata
+    # A fresh annotation of the extracted graph: every node is kept, so modules are unchanged, and the
+    # summary and provenance describe this graph rather than the full model.
+    annotate_onnx_model(extracted, metadata.tree, metadata.export)
+    return ExtractedModule(module=module, model=extracted, boundary=boundary)
+
+
+def write_extracted_module(
+    model: str | os.PathLike[str], module: str, output: str | os.PathLike[str]
+) -> ExtractedModule:
+    """Extract ``module`` and write it to ``output`` (atomically); the source file is never overwritten."""
+    source, target = Path(model), Path(output)
+    if target.exists() and target.resolve() == source.resolve():
+        raise HierarchyError(f"{target}: is the model being extracted from; choose another output file.")
+    if target.is_dir():
+        raise HierarchyError(f"{target}: is a directory; give the path of the .onnx file to write.")
+    if not target.parent.is_dir():
+        raise HierarchyError(f"{target.parent}: no such directory for the extracted model.")
+    extracted = extract_module(source, module)
+    if extracted.model.ByteSize() > _PROTOBUF_LIMIT:
+        raise HierarchyError(
+            f"The extracted module {module!r} is over 2 GB, protobuf's limit for one file; extract a smaller module."
+        )
+    atomic_write(target, extracted.model.SerializeToString())
+    return extracted

@@ -1,0 +1,104 @@
+"""ONNX Runtime sessions for the module tools: optimization levels by name, and intermediate tensors as outputs."""
+
+from __future__ import annotations
+
+__all__ = ["OPTIMIZATION_LEVELS", "make_session", "run_with_tensors"]
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx.external_data_helper import uses_external_data
+
+from optimum_hierarchy.errors import HierarchyError
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _level(name: str) -> Any:
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if name not in levels:
+        raise HierarchyError(f"Unknown optimization level {name!r}: choose one of {', '.join(OPTIMIZATION_LEVELS)}.")
+    return levels[name]
+
+
+def make_session(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    *,
+    optimization_level: str = "all",
+    extra_outputs: Sequence[str] = (),
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """A CPU ``InferenceSession`` of ``model``, with ``extra_outputs`` (intermediate tensors) as outputs.
+
+    ``base_dir`` is where a proto's external data lives (a path's own directory by default). With
+    extra outputs and external data, the edited graph is written next to the data for the time
+    it takes to load, then removed.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _level(optimization_level)
+    options.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if isinstance(model, onnx.ModelProto):
+        proto, directory = model, Path(base_dir) if base_dir is not None else None
+    elif not extra_outputs:
+        return _session(lambda: ort.InferenceSession(str(model), options, providers=providers), model)
+    else:
+        from optimum_hierarchy.annotate import load_model_proto
+
+        proto, directory = load_model_proto(model), Path(model).parent
+    if extra_outputs:
+        edited = onnx.ModelProto()
+        edited.CopyFrom(proto)
+        existing = {o.name for o in edited.graph.output}
+        edited.graph.output.extend(
+            onnx.ValueInfoProto(name=n) for n in dict.fromkeys(extra_outputs) if n not in existing
+        )
+        proto = edited
+    if directory is None or not any(uses_external_data(t) for t in proto.graph.initializer):
+        data = proto.SerializeToString()
+        return _session(lambda: ort.InferenceSession(data, options, providers=providers), "model")
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".hierarchy-", suffix=".onnx", delete=False) as f:
+        f.write(proto.SerializeToString())
+    try:
+        return _session(lambda: ort.InferenceSession(f.name, options, providers=providers), f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def _session(create: Any, what: object) -> Any:
+    try:
+        return create()
+    except Exception as e:  # onnxruntime raises its own untyped exceptions
+        raise HierarchyError(f"{what}: ONNX Runtime cannot load it: {e}") from e
+
+
+def run_with_tensors(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    names: Sequence[str],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    optimization_level: str = "all",
+) -> dict[str, np.ndarray]:
+    """Run ``model`` once on ``feeds`` and return the values of the tensors ``names`` (graph outputs included)."""
+    session = make_session(model, optimization_level=optimization_level, extra_outputs=names)
+    outputs = [o.name for o in session.get_outputs()]
+    try:
+        values = session.run(None, dict(feeds))
+    except Exception as e:  # onnxruntime raises its own untyped exceptions
+        raise HierarchyError(f"ONNX Runtime failed to run the model on the given inputs: {e}") from e
+    by_name = dict(zip(outputs, values, strict=True))
+    return {n: by_name[n] for n in names}
