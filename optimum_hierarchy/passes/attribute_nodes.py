@@ -78,8 +78,9 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     be re-attributed in turn; on a fresh export it also stores each module's output tensors
     (:func:`~optimum_hierarchy.provenance.module_outputs`), which later runs keep as they are.
     With ``scope_names=True``, attributed nodes whose names carry no scope (``Attention_0``,
-    ``SkipLayerNorm_AddBias_0``) are renamed ``/encoder/layer/0/attention/self/Attention_0``, so that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group
-    them too; the renamed graph is what the stored provenance describes.
+    ``SkipLayerNorm_AddBias_0``) are renamed ``/encoder/layer/0/attention/self/Attention_0``, so
+    that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group them
+    too; the renamed graph is what the stored provenance describes.
 
     A node with none of these is left unattributed, with a reason; it is counted, logged, and with
     ``strict=True`` the pass raises :class:`AttributionError` instead. The pass recomputes
