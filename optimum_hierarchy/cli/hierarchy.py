@@ -26,6 +26,9 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
+from optimum_hierarchy.cli.profile import ProfileCommand
+
 _INSTALLED = "_optimum_hierarchy_installed"
 
 
@@ -241,6 +244,21 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
         CommandInfo(name="show", help="Where one node comes from.", subcommand_class=ShowCommand),
         CommandInfo(name="diff", help="Node counts by module in two annotated models.", subcommand_class=DiffCommand),
         CommandInfo(name="view", help="Write a self-contained interactive HTML view.", subcommand_class=ViewCommand),
+        CommandInfo(
+            name="profile",
+            help="Time per module: run the model in ONNX Runtime with its profiler, add up kernel time by module.",
+            subcommand_class=ProfileCommand,
+        ),
+        CommandInfo(
+            name="extract",
+            help="Write one module as a standalone ONNX model (its boundary tensors as inputs and outputs).",
+            subcommand_class=ExtractCommand,
+        ),
+        CommandInfo(
+            name="compare",
+            help="Compare with the PyTorch model module by module; name the first module that diverges.",
+            subcommand_class=CompareCommand,
+        ),
     )
 
 

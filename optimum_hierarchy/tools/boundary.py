@@ -103,7 +103,7 @@ def tensor_types(proto: onnx.ModelProto, names: Iterable[str]) -> dict[str, onnx
     Weights in external data are not read: for such a model, initializers are replaced by graph
     inputs of the same type for this purpose.
     """
-    import onnxruntime as ort
+    from optimum_hierarchy.tools.session import make_session
 
     wanted = list(dict.fromkeys(names))
     known = {v.name: v.type for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info)}
@@ -116,13 +116,7 @@ def tensor_types(proto: onnx.ModelProto, names: Iterable[str]) -> dict[str, onnx
         graph.output.extend(onnx.ValueInfoProto(name=n) for n in missing)
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
             _initializers_as_inputs(graph)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own untyped exceptions
-            raise HierarchyError(f"ONNX Runtime cannot load the model to infer tensor types: {e}") from e
+        session = make_session(probe, optimization_level="disable")
         for output in session.get_outputs():
             known[output.name] = _type_from_ort(output.type, output.shape)
     return {n: known[n] for n in wanted}

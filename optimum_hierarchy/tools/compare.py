@@ -103,21 +103,44 @@ def _import_class(qualified: str) -> Any:
         raise HierarchyError(f"Cannot import the exported model's class {qualified!r}: {e}") from e
 
 
-def load_pytorch_model(model_dir: str | os.PathLike[str], class_name: str) -> Any:
-    """The PyTorch model of ``class_name`` (as recorded at export) from a local model directory."""
+def load_pytorch_model(model_dir: str | os.PathLike[str], class_name: str, model_type: str | None = None) -> Any:
+    """The PyTorch model of ``class_name`` (as recorded at export) from a local model directory.
+
+    Refuses a directory of another ``model_type`` than the export's, and weights that leave any
+    parameter of the class uninitialized: comparing with randomly initialized weights means nothing.
+    """
+    import json
+
     directory = Path(model_dir)
-    if not (directory / "config.json").is_file():
+    config_file = directory / "config.json"
+    if not config_file.is_file():
         raise HierarchyError(
             f"{directory}: no config.json; --model must be the PyTorch model directory that was exported "
             "(the one given to `optimum-cli export onnx --model`)."
+        )
+    try:
+        found_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as e:
+        raise HierarchyError(f"{config_file}: not a readable JSON config ({e}).") from e
+    if model_type is not None and found_type != model_type:
+        raise HierarchyError(
+            f"The ONNX model was exported from a {model_type!r} model; {directory} holds a {found_type!r} model."
         )
     cls = _import_class(class_name)
     if not hasattr(cls, "from_pretrained"):
         raise HierarchyError(f"{class_name} has no from_pretrained; pass the model object to compare_with_pytorch.")
     try:
-        return cls.from_pretrained(directory).eval()
+        model, info = cls.from_pretrained(directory, output_loading_info=True)
     except (OSError, ValueError) as e:
         raise HierarchyError(f"{directory}: cannot load {class_name} from it: {e}") from e
+    missing = list(info.get("missing_keys", ()))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise HierarchyError(
+            f"{directory}: its weights leave {len(missing)} parameters of {class_name} uninitialized ({shown}); "
+            "pass the directory of the model that was exported."
+        )
+    return model.eval()
 
 
 def _tensors(value: Any) -> list[Any]:
@@ -186,6 +209,8 @@ def _run_pytorch(
         outputs[path] = [t.detach().float().numpy().copy() for t in _tensors(output) if t.is_floating_point()]
 
     handles = []
+    training = model.training
+    model.eval()  # dropout off for the comparison; the caller's mode is restored below
     try:
         for _, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(pre_hook))
@@ -195,6 +220,7 @@ def _run_pytorch(
     finally:
         for handle in handles:
             handle.remove()
+        model.train(training)
     return outputs, started, finished, calls
 
 
@@ -226,11 +252,12 @@ def compare_with_pytorch(
         )
     root_class = retriever.tree[""].class_name
     if isinstance(model, (str, os.PathLike)):
-        model = load_pytorch_model(model, root_class)
+        model = load_pytorch_model(model, root_class, retriever.hierarchy.export.model_type)
     if f"{type(model).__module__}.{type(model).__qualname__}" != root_class:
         raise HierarchyError(
             f"{path} was exported from {root_class}, not {type(model).__module__}.{type(model).__qualname__}."
         )
+
     if feeds is None:
         config = model.config.to_dict() if hasattr(model, "config") else None
         feeds = generate_inputs(path, shapes=shapes, config=config, seed=seed)

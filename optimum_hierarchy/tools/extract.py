@@ -22,7 +22,6 @@ from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
 from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
-from optimum_hierarchy.schema import PROVENANCE_KEY
 from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
 
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -98,11 +97,10 @@ def extract_module(model: str | os.PathLike[str] | onnx.ModelProto, module: str)
         producer_version=proto.producer_version,
         functions=list(proto.functions),
     )
-    props = {p.key: p.value for p in proto.metadata_props if p.key != PROVENANCE_KEY}
-    onnx.helper.set_model_props(extracted, props)
+    onnx.helper.set_model_props(extracted, {p.key: p.value for p in proto.metadata_props})
     metadata = retriever.hierarchy.metadata
-    # A fresh annotation of the extracted graph: every node is kept, so modules are unchanged, and the
-    # summary and provenance describe this graph rather than the full model.
+    # Re-annotate from the full model's provenance: every node is kept, so it keeps its module and
+    # source (fused nodes too), and the summary and provenance now describe the extracted graph.
     annotate_onnx_model(extracted, metadata.tree, metadata.export)
     return ExtractedModule(module=module, model=extracted, boundary=boundary)
 

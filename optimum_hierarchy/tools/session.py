@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["OPTIMIZATION_LEVELS", "make_session", "run_with_tensors"]
+__all__ = [
+    "OPTIMIZATION_LEVELS",
+    "make_session",
+    "model_file",
+    "ort_errors",
+    "ort_optimization_level",
+    "run_with_tensors",
+]
 
 import os
 import tempfile
@@ -14,12 +21,38 @@ import numpy as np
 import onnx
 from onnx.external_data_helper import uses_external_data
 
-from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+"""ONNX Runtime's graph optimization levels, by the names of ``GraphOptimizationLevel.ORT_ENABLE_*``."""
 
 
-def _level(name: str) -> Any:
+def model_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or the one ``.onnx`` file of the directory ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        if not path.exists():
+            raise InvalidModelFileError(f"{path}: no such file or directory. Pass an .onnx file or its directory.")
+        return path
+    files = sorted(path.glob("*.onnx"))
+    if not files:
+        raise InvalidModelFileError(f"{path}: no .onnx file in this directory. Pass an .onnx file.")
+    if len(files) > 1:
+        names = ", ".join(f.name for f in files)
+        raise InvalidModelFileError(f"{path}: several .onnx files ({names}); pass the one to use.")
+    return files[0]
+
+
+def ort_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions ONNX Runtime raises (its own pybind11 types, which share no base class but Exception)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = [getattr(state, name) for name in dir(state)]
+    return (RuntimeError, *(e for e in found if isinstance(e, type) and issubclass(e, Exception)))
+
+
+def ort_optimization_level(name: str) -> Any:
+    """``GraphOptimizationLevel`` of a name in :data:`OPTIMIZATION_LEVELS`."""
     import onnxruntime as ort
 
     levels = {
@@ -49,7 +82,7 @@ def make_session(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = _level(optimization_level)
+    options.graph_optimization_level = ort_optimization_level(optimization_level)
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     if isinstance(model, onnx.ModelProto):
@@ -82,7 +115,7 @@ def make_session(
 def _session(create: Any, what: object) -> Any:
     try:
         return create()
-    except Exception as e:  # onnxruntime raises its own untyped exceptions
+    except ort_errors() as e:
         raise HierarchyError(f"{what}: ONNX Runtime cannot load it: {e}") from e
 
 
@@ -98,7 +131,7 @@ def run_with_tensors(
     outputs = [o.name for o in session.get_outputs()]
     try:
         values = session.run(None, dict(feeds))
-    except Exception as e:  # onnxruntime raises its own untyped exceptions
+    except ort_errors() as e:
         raise HierarchyError(f"ONNX Runtime failed to run the model on the given inputs: {e}") from e
     by_name = dict(zip(outputs, values, strict=True))
     return {n: by_name[n] for n in names}
