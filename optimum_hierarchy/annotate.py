@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["annotate_onnx_file", "annotate_onnx_model", "load_model_proto", "save_model_proto_atomic"]
+__all__ = [
+    "annotate_model_file",
+    "annotate_onnx_file",
+    "annotate_onnx_model",
+    "load_model_proto",
+    "save_model_proto_atomic",
+]
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -30,6 +37,7 @@ from optimum_hierarchy.schema import (
     ModuleTree,
 )
 from optimum_hierarchy.walk import iter_ir_sites, iter_proto_nodes
+from optimum_hierarchy.wire import ModelFile, read_model_file, write_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -159,29 +167,65 @@ def annotate_onnx_file(
     *,
     strict: bool = False,
     rules: ArchitectureRules | None = None,
-    proto: onnx.ModelProto | None = None,
+    source: ModelFile | None = None,
     after_the_fact: bool = False,
     scope_names: bool = False,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
-    Weights in external data files are never read. The file is rewritten atomically, and not at
-    all when the annotation it already carries is the same. A file optimized or quantized since its
-    last annotation is re-attributed from the provenance that annotation stored. With ``rules``, their consistency
-    checks run on the result (a warning, or :class:`AttributionError` when ``strict``). ``proto``
-    is the file's content when the caller has already loaded it (it is then updated in place).
+    No weight is read: neither external data files nor the values of weights stored in the file,
+    which are copied byte for byte (see :mod:`optimum_hierarchy.wire`). The file is rewritten
+    atomically, and not at all when the annotation it already carries is the same. A file optimized
+    or quantized since its last annotation is re-attributed from the provenance that annotation
+    stored. With ``rules``, their consistency checks run on the result (a warning, or
+    :class:`AttributionError` when ``strict``). ``source`` is the file as the caller already read it
+    with :func:`~optimum_hierarchy.wire.read_model_file` (its proto is updated in place).
     """
     path = Path(path)
-    if proto is None:
-        proto = load_model_proto(path)
+    model_file = source if source is not None else read_model_file(path)
+    try:
+        return annotate_model_file(
+            model_file,
+            path,
+            tree,
+            export,
+            strict=strict,
+            rules=rules,
+            after_the_fact=after_the_fact,
+            scope_names=scope_names,
+        )
+    finally:
+        if source is None:
+            model_file.close()
+
+
+def annotate_model_file(
+    source: ModelFile,
+    path: str | os.PathLike[str],
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    *,
+    strict: bool = False,
+    rules: ArchitectureRules | None = None,
+    after_the_fact: bool = False,
+    scope_names: bool = False,
+    new_file: bool = False,
+) -> AttributionSummary:
+    """Annotate the model ``source`` holds and write it to ``path`` if that changed anything.
+
+    ``new_file``: ``source`` holds the bytes an exporter is about to write to ``path``; the file is
+    written in any case, atomically but without waiting for the disk (as the exporter itself would).
+    """
+    path = Path(path)
+    proto = source.proto
     summary, modified = annotate_onnx_model(
         proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names
     )
     if rules is not None:
         _check_rules(path, proto, rules, strict)
-    if modified:
+    if modified or new_file:
         try:
-            save_model_proto_atomic(proto, path)
+            atomic_write(path, functools.partial(write_model_file, source, proto), durable=not new_file)
         except OSError as e:
             raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e
     logger.info("%s: %s", path, summary.describe())

@@ -8,7 +8,9 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def _umask() -> int:
@@ -25,8 +27,14 @@ def target_mode(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], None], *, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new one, never a part.
+
+    ``data`` is the content, or a function that writes it to the open file it is given. ``durable``: flush
+    the new file to disk before the rename, so that it survives a power loss too (a process that
+    dies leaves the old file or the new one either way).
 
     The new file keeps the permissions of the file it replaces (a new file gets the usual ``0o666``
     minus the umask, not the ``0o600`` of a temporary file). On any failure the temporary file is
@@ -37,9 +45,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                data(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

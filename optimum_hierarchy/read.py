@@ -12,10 +12,10 @@ from typing import Any
 import onnx
 
 from optimum_hierarchy import schema
-from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError, SchemaError
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
 from optimum_hierarchy.walk import iter_proto_nodes
+from optimum_hierarchy.wire import read_model_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +87,12 @@ def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
     return ModelHierarchy(metadata=metadata, nodes=tuple(nodes), path=path)
 
 
+def _from_file(path: Path) -> ModelHierarchy:
+    """Read without weight values: neither external data nor the tensors stored in the file."""
+    with read_model_file(path) as source:
+        return _from_proto(source.proto, path)
+
+
 def _sources(text: str | None, node_name: str) -> tuple[str, ...]:
     if text is None:
         return ()
@@ -116,7 +122,7 @@ def read_hierarchy(source: str | os.PathLike[str] | onnx.ModelProto | Any) -> Mo
         path = Path(source)
         if path.is_dir():
             raise HierarchyError(f"{path}: is a directory; pass one of its .onnx files.")
-        return _from_proto(load_model_proto(path), path)
+        return _from_file(path)
     session_file = _session_path(source)
     if session_file is None:
         parts = [name for name in ("encoder", "decoder") if hasattr(source, name)]
@@ -125,4 +131,4 @@ def read_hierarchy(source: str | os.PathLike[str] | onnx.ModelProto | Any) -> Mo
             f"cannot find the ONNX file behind {type(source).__name__}: expected a path, an onnx.ModelProto, "
             f"an onnxruntime.InferenceSession or an ORTModel.{hint}"
         )
-    return _from_proto(load_model_proto(session_file), session_file)
+    return _from_file(session_file)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.rules import rules_for_model_type
@@ -40,6 +40,7 @@ from optimum_hierarchy.schema import (
 )
 from optimum_hierarchy.scope import ScopeResolver, call_suffix_base, producer_name_of_output, scope_segments
 from optimum_hierarchy.walk import iter_proto_nodes
+from optimum_hierarchy.wire import ModelFile, read_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +92,10 @@ def restore_if_annotated(path: str | os.PathLike[str]) -> AnnotatedFile | None:
     The file is parsed once. This is what runs after ``optimum-cli onnxruntime optimize|quantize``.
     """
     path = Path(path)
-    proto = load_model_proto(path)
-    if _metadata(path, proto) is None:
-        return None
-    return _restore_file(path, None, strict=False, scope_names=False, proto=proto)
+    with read_model_file(path) as source:
+        if _metadata(path, source.proto) is None:
+            return None
+        return _restore_file(path, None, strict=False, scope_names=False, source=source)
 
 
 def _metadata(path: Path, proto: onnx.ModelProto) -> HierarchyMetadata | None:
@@ -105,15 +106,17 @@ def _metadata(path: Path, proto: onnx.ModelProto) -> HierarchyMetadata | None:
 
 
 def _restore_file(
-    path: Path, config: Path | None, strict: bool, scope_names: bool, proto: onnx.ModelProto | None = None
+    path: Path, config: Path | None, strict: bool, scope_names: bool, source: ModelFile | None = None
 ) -> AnnotatedFile:
-    if proto is None:
-        proto = load_model_proto(path)
+    if source is None:
+        with read_model_file(path) as opened:
+            return _restore_file(path, config, strict, scope_names, opened)
+    proto = source.proto
     meta = _metadata(path, proto)
     if meta is not None:
         rules = rules_for_model_type(meta.export.model_type)
         summary = annotate_onnx_file(
-            path, meta.tree, meta.export, strict=strict, rules=rules, proto=proto, scope_names=scope_names
+            path, meta.tree, meta.export, strict=strict, rules=rules, source=source, scope_names=scope_names
         )
         return AnnotatedFile(path=path, root=meta.export.root, summary=summary, rules=meta.export.rules)
 
@@ -130,7 +133,7 @@ def _restore_file(
         root=root, model_type=model_type, model_class=model_class, rules=rules.name if rules is not None else None
     )
     summary = annotate_onnx_file(
-        path, tree, export, strict=strict, rules=rules, proto=proto, after_the_fact=True, scope_names=scope_names
+        path, tree, export, strict=strict, rules=rules, source=source, after_the_fact=True, scope_names=scope_names
     )
     logger.info(
         "%s: annotated after the fact from names (tree from %s): %s",

@@ -15,17 +15,20 @@ __all__ = [
 import contextlib
 import copy
 import functools
+import importlib
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig, ViTOnnxConfig
 
-from optimum_hierarchy.annotate import annotate_onnx_file
+from optimum_hierarchy.annotate import annotate_model_file, annotate_onnx_file
 from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
 from optimum_hierarchy.exporters.session import AnnotatedFile, current_session, make_export_info
+from optimum_hierarchy.wire import ModelFile, parse_model_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -34,46 +37,38 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # The TorchScript exporter's entry point that `torch.onnx.export(..., dynamo=False)` imports at call
-# time; wrapping it while the patcher is active tells us which file the export wrote.
+# time, and the function it writes the serialized model with.
 _TORCHSCRIPT_EXPORT_MODULE = "torch.onnx._internal.torchscript_exporter.utils"
+_TORCHSCRIPT_WRITE_MODULE = "torch.onnx._internal.torchscript_exporter.onnx_proto_utils"
 
 
 @contextlib.contextmanager
-def _record_export_paths(paths: list[Path]) -> Any:
-    import importlib
-
+def _patched(module_name: str, attribute: str, make: Callable[[Any], Any]) -> Iterator[bool]:
+    """Replace ``module.attribute`` by ``make(original)`` for the block; yields whether it could."""
     try:
-        module = importlib.import_module(_TORCHSCRIPT_EXPORT_MODULE)
-        original = module.export
+        module = importlib.import_module(module_name)
+        original = getattr(module, attribute)
     except (ImportError, AttributeError):
-        logger.warning(
-            "This torch version has no %s.export: files will be annotated after Optimum's pipeline "
-            "(export_with_hierarchy / --hierarchy) rather than right after the TorchScript export.",
-            _TORCHSCRIPT_EXPORT_MODULE,
-        )
-        yield
+        yield False
         return
-
-    @functools.wraps(original)
-    def export(model: Any, args: Any, f: Any, *rest: Any, **kwargs: Any) -> Any:
-        result = original(model, args, f, *rest, **kwargs)
-        if isinstance(f, (str, os.PathLike)):
-            paths.append(Path(f))
-        return result
-
-    module.export = export  # type: ignore[attr-defined]
+    setattr(module, attribute, make(original))
     try:
-        yield
+        yield True
     finally:
-        module.export = original  # type: ignore[attr-defined]
+        setattr(module, attribute, original)
 
 
 class HierarchyModelPatcher:
-    """Wraps an Optimum ``ModelPatcher``; on a clean exit, annotates the ONNX file the export wrote.
+    """Wraps an Optimum ``ModelPatcher``; annotates the ONNX file the export writes.
 
     The module tree is captured on entry, before the wrapped patcher changes anything. When an
     export session knows the full model (``export_with_hierarchy``, ``--hierarchy``), a submodel
     such as an encoder is located in it so that paths are those of the full model.
+
+    The annotation runs on the serialized model the TorchScript exporter is about to write, so the
+    file is written once, already annotated, and its weights are copied, never parsed (see
+    :mod:`optimum_hierarchy.wire`). Where this torch version offers no such hook, the file is
+    annotated in place right after the export instead.
     """
 
     def __init__(self, inner: Any, config: HierarchyOnnxConfigMixin, model: torch.nn.Module) -> None:
@@ -82,13 +77,21 @@ class HierarchyModelPatcher:
         self._model = model
         self._stack: contextlib.ExitStack | None = None
         self._written: list[Path] = []
+        self._annotated: set[Path] = set()
 
     def __enter__(self) -> HierarchyModelPatcher:
         with contextlib.ExitStack() as stack:
-            self._written = []
+            self._written, self._annotated = [], set()
             self._tree = capture_module_tree(self._model)
             stack.enter_context(self._inner)
-            stack.enter_context(_record_export_paths(self._written))
+            recorded = stack.enter_context(_patched(_TORCHSCRIPT_EXPORT_MODULE, "export", self._recording_export))
+            stack.enter_context(_patched(_TORCHSCRIPT_WRITE_MODULE, "_export_file", self._annotating_write))
+            if not recorded:
+                logger.warning(
+                    "This torch version has no %s.export: files will be annotated after Optimum's pipeline "
+                    "(export_with_hierarchy / --hierarchy) rather than right after the TorchScript export.",
+                    _TORCHSCRIPT_EXPORT_MODULE,
+                )
             self._stack = stack.pop_all()
         return self
 
@@ -100,10 +103,35 @@ class HierarchyModelPatcher:
         self._stack = None
         if exc_type is None:
             for path in self._written:
-                self._annotate(path)
+                if path not in self._annotated:
+                    self._annotate(path)
         return suppressed
 
-    def _annotate(self, path: Path) -> None:
+    def _recording_export(self, original: Any) -> Any:
+        @functools.wraps(original)
+        def export(model: Any, args: Any, f: Any, *rest: Any, **kwargs: Any) -> Any:
+            result = original(model, args, f, *rest, **kwargs)
+            if isinstance(f, (str, os.PathLike)):
+                self._written.append(Path(f))
+            return result
+
+        return export
+
+    def _annotating_write(self, original: Any) -> Any:
+        @functools.wraps(original)
+        def export_file(model_bytes: bytes, f: Any, export_map: Any) -> Any:
+            if export_map or not isinstance(f, (str, os.PathLike)) or not isinstance(model_bytes, bytes):
+                return original(model_bytes, f, export_map)  # annotated in place after the export
+            path = Path(f)
+            source = parse_model_bytes(model_bytes, path)
+            self._annotate(path, source)
+            self._annotated.add(path)
+            return None
+
+        return export_file
+
+    def _annotate(self, path: Path, source: ModelFile | None = None) -> None:
+        """Annotate ``path`` in place, or, given the exporter's bytes as ``source``, write them annotated."""
         session = current_session()
         tree, root, owner = self._tree, "", self._model
         root_model = session.root_model if session is not None else None
@@ -128,7 +156,10 @@ class HierarchyModelPatcher:
         strict = session.strict if session is not None else self._config.HIERARCHY_STRICT
         if session is not None:
             session.note_written(path)
-        summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
+        if source is None:
+            summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
+        else:
+            summary = annotate_model_file(source, path, tree, export, strict=strict, rules=rules, new_file=True)
         if session is not None:
             session.note_annotated(AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules))
 

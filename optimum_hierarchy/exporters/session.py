@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
 from optimum_hierarchy.rules import ArchitectureRules, rules_for_model_type
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, decode_model_metadata
+from optimum_hierarchy.wire import ModelFile, read_model_file
 
 if TYPE_CHECKING:
     import torch
@@ -129,21 +130,8 @@ class ExportSession:
                 # Untouched since it was annotated right after export: nothing to redo.
                 files.append(self.annotated[path][1])
                 continue
-            proto = load_model_proto(path)
-            try:
-                meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
-                tree, export = meta.tree, meta.export
-                rules = rules_for_model_type(export.model_type)
-            except MissingHierarchyError:
-                if self.root_model is None:
-                    raise HierarchyExportError(
-                        f"{path}: carries no hierarchy and the session never saw the model it came from"
-                    ) from None
-                model_type = getattr(getattr(self.root_model, "config", None), "model_type", None)
-                tree = self.root_tree()
-                export, rules = make_export_info("", model_type, self.root_model)
-            summary = annotate_onnx_file(path, tree, export, strict=self.strict, rules=rules, proto=proto)
-            files.append(AnnotatedFile(path=path, root=export.root, summary=summary, rules=export.rules))
+            with read_model_file(path) as source:
+                files.append(self._finalize_file(path, source))
         if not files:
             raise HierarchyExportError(f"{output}: the export wrote no .onnx file")
         for record in files:
@@ -152,6 +140,22 @@ class ExportSession:
                     "%s: no architecture rules for this model type; the generic attribution was used.", record.path
                 )
         return HierarchyExportResult(output=output, files=tuple(files))
+
+    def _finalize_file(self, path: Path, source: ModelFile) -> AnnotatedFile:
+        try:
+            meta = decode_model_metadata({p.key: p.value for p in source.proto.metadata_props}, source=str(path))
+            tree, export = meta.tree, meta.export
+            rules = rules_for_model_type(export.model_type)
+        except MissingHierarchyError:
+            if self.root_model is None:
+                raise HierarchyExportError(
+                    f"{path}: carries no hierarchy and the session never saw the model it came from"
+                ) from None
+            model_type = getattr(getattr(self.root_model, "config", None), "model_type", None)
+            tree = self.root_tree()
+            export, rules = make_export_info("", model_type, self.root_model)
+        summary = annotate_onnx_file(path, tree, export, strict=self.strict, rules=rules, source=source)
+        return AnnotatedFile(path=path, root=export.root, summary=summary, rules=export.rules)
 
     def discard_written(self) -> None:
         """Remove the model files this session wrote (after a failure), so none is left half-done."""
