@@ -28,6 +28,10 @@ Scaling: GPT-2 configs of hidden size 64 with 12, 48, 96 and 192 layers (3k to 5
 attribution pass (``annotate_onnx_model`` on the loaded graph, I/O excluded) in microseconds per
 node, and a module query on the largest one.
 
+``--large`` adds a GPT-2 of about 3.3 GB (hidden size 1600, 24 layers), whose export writes its
+weights as external data: export wall time and peak memory, the passes against a load without
+external data + save, the retriever, and the size overhead, one pair each.
+
 ``--tiny`` runs everything on the tests' tiny models instead: a smoke test of the script, not a
 measurement.
 """
@@ -51,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from reattribution import MODELS, build_model, log, onnx_size
 
 SCALING_LAYERS = (12, 48, 96, 192)
+LARGE = {"n_embd": 1600, "n_layer": 24, "n_head": 25}
 TARGETS = {
     "export wall": (None, 1.05),
     "export peak RSS": (None, 1.05),
@@ -287,6 +292,60 @@ def query_time(retriever: Any) -> float:
     return 1e6 * statistics.median(times)
 
 
+def measure_large(work: Path, repeats: int) -> dict[str, Any]:
+    """A GPT-2 over protobuf's 2 GB limit: exported with external data, then the same rows as the others."""
+    import torch
+    import transformers
+
+    model_dir = work / "model"
+    if not (model_dir / "config.json").is_file():
+        log("  building the large GPT-2")
+        torch.manual_seed(0)
+        model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**LARGE))
+        model.save_pretrained(model_dir)
+        del model
+    row: dict[str, Any] = {}
+    measured = measure_exports("gpt2", model_dir, work, 1, None)
+    row["export wall"], row["export peak RSS"] = measured["wall"], measured["peak_rss"]
+    plain, annotated = single_onnx(work / "export_plain"), single_onnx(work / "export_hierarchy")
+    row["weights GB"] = (onnx_size(plain) - plain.stat().st_size) / 1e9
+    row["passes / load+save (external data)"] = measure_passes_in_place(plain, model_dir, repeats)
+    row["size overhead %"] = 100.0 * (onnx_size(annotated) - onnx_size(plain)) / onnx_size(plain)
+    retriever = measure_retriever(annotated, repeats)
+    row["retriever / bare load"] = retriever
+    row["query us"], row["nodes"] = retriever["query_us"], retriever["nodes"]
+    return row
+
+
+def measure_passes_in_place(plain: Path, model_dir: Path, repeats: int) -> dict[str, Any]:
+    """For a file with external data: annotate a copy of the graph file beside the data (never copied)."""
+    import onnx
+
+    from optimum_hierarchy.annotate import annotate_onnx_file
+    from optimum_hierarchy.restore import tree_from_config
+    from optimum_hierarchy.schema import ExportInfo
+
+    tree, model_type, model_class = tree_from_config(model_dir / "config.json")
+    export = ExportInfo(model_type=model_type, model_class=model_class)
+    target = plain.with_name("annotated_copy.onnx")
+    saved = plain.with_name("saved_copy.onnx")
+
+    def floor() -> float:
+        def load_save() -> None:
+            onnx.save(onnx.load(str(plain), load_external_data=False), str(saved))
+
+        return timed(load_save)
+
+    def passes() -> float:
+        shutil.copyfile(plain, target)
+        return timed(lambda: annotate_onnx_file(target, tree, export))
+
+    result = paired(repeats, floor, passes)
+    target.unlink(missing_ok=True)
+    saved.unlink(missing_ok=True)
+    return result
+
+
 def measure_scaling(work: Path, layers: tuple[int, ...], repeats: int) -> list[dict[str, Any]]:
     from optimum.exporters.onnx import main_export
 
@@ -376,6 +435,8 @@ def report(results: dict[str, Any]) -> str:
                 f"| {name} | {label} | {fmt(r)} | {r['plain'] * scale:.3f} {unit} "
                 f"| {r['hierarchy'] * scale:.3f} {unit} | {verdict(key, r)} |"
             )
+        if "weights GB" in model:
+            lines.append(f"| {name} | weights in external data | {model['weights GB']:.2f} GB | | | |")
         if "size overhead %" in model:
             lines.append(f"| {name} | file size overhead | {model['size overhead %']:.3f} % | | | <= 0.5 % |")
         if "query us" in model:
@@ -432,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling-layers", default=",".join(map(str, SCALING_LAYERS)))
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--tiny", action="store_true", help="Tiny models: a smoke test of this script.")
+    parser.add_argument("--large", action="store_true", help="Also a GPT-2 of 3.3 GB, with external data.")
     args = parser.parse_args(argv)
 
     import onnxruntime
@@ -481,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         row["retriever / bare load"] = retriever
         row["query us"], row["nodes"] = retriever["query_us"], retriever["nodes"]
         results["models"][name] = row
+    if args.large:
+        log("large GPT-2 (external data)")
+        results["models"]["gpt2-3.3GB"] = measure_large(args.work / "large", args.repeats)
     if not args.no_scaling:
         log("scaling")
         layers = tuple(int(n) for n in args.scaling_layers.split(","))
