@@ -7,19 +7,18 @@ __all__ = [
     "annotate_onnx_file",
     "annotate_onnx_model",
     "load_model_proto",
-    "save_model_proto_atomic",
 ]
 
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import onnx
 import onnx_ir as ir
-from google.protobuf.message import DecodeError
 
 from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
@@ -43,32 +42,11 @@ logger = logging.getLogger(__name__)
 
 
 def load_model_proto(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Load an ONNX model without its external weight data, with a clear error for bad files."""
-    path = Path(path)
-    if not path.exists():
-        raise InvalidModelFileError(f"{path}: no such file. Pass the path of an .onnx file.")
-    if not path.is_file():
-        raise InvalidModelFileError(f"{path}: not a file. Pass the path of an .onnx file, not a directory.")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError) as e:
-        raise InvalidModelFileError(f"{path}: not an ONNX model (it does not parse as ONNX protobuf: {e}).") from e
-    except OSError as e:
-        raise InvalidModelFileError(f"{path}: cannot be read ({e}).") from e
-    if not proto.HasField("graph") or not proto.opset_import:
-        raise InvalidModelFileError(
-            f"{path}: parses as protobuf but is not an ONNX model (no graph or no opset import)."
-        )
-    return proto
-
-
-def save_model_proto_atomic(proto: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write ``proto`` to ``path`` through a temporary file in the same directory and a rename.
-
-    External data references are kept as they are (relative to the directory), so the target must
-    stay in the directory the data files are in. The file keeps its permissions.
-    """
-    atomic_write(path, proto.SerializeToString())
+    """Load an ONNX model with the weights stored in the file but not its external data, with a clear
+    error for bad files (:class:`InvalidModelFileError`). To read a model's structure without any weight
+    value, use :func:`~optimum_hierarchy.wire.read_model_file`."""
+    with read_model_file(path, light_threshold=sys.maxsize) as source:
+        return source.proto
 
 
 def _write_metadata(model: ir.Model, proto: onnx.ModelProto) -> None:

@@ -15,8 +15,6 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
-_INSTALLED = "_optimum_hierarchy_installed"
-
 
 def add_hierarchy_arguments(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Hierarchy (optimum-hierarchy)")
@@ -39,26 +37,16 @@ def install_export_flag() -> None:
     """Add ``--hierarchy`` to Optimum's ``export onnx`` command (idempotent, import-light)."""
     from optimum.commands.export.onnx import ONNXExportCommand
 
-    if getattr(ONNXExportCommand, _INSTALLED, False):
-        return
-    original_parse_args = ONNXExportCommand.parse_args
-    original_run = ONNXExportCommand.run
+    from optimum_hierarchy.cli.extend import extend_command
 
-    def parse_args(parser: ArgumentParser) -> Any:
-        result = original_parse_args(parser)
-        add_hierarchy_arguments(parser)
-        return result
-
-    def run(self: Any) -> Any:
+    def run(self: Any, original_run: Any) -> Any:
         if not getattr(self.args, "hierarchy", False):
             if getattr(self.args, "hierarchy_strict", False):
                 self.parser.error("--hierarchy-strict only applies together with --hierarchy")
             return original_run(self)
         return _run_with_hierarchy(self, original_run)
 
-    ONNXExportCommand.parse_args = staticmethod(parse_args)
-    ONNXExportCommand.run = run
-    setattr(ONNXExportCommand, _INSTALLED, True)
+    extend_command(ONNXExportCommand, "export_flag", run, add_hierarchy_arguments)
 
 
 def _run_with_hierarchy(command: Any, original_run: Any) -> None:

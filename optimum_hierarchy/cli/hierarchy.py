@@ -29,8 +29,6 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
 
-_INSTALLED = "_optimum_hierarchy_installed"
-
 
 class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
@@ -267,37 +265,34 @@ def install_onnxruntime_hooks() -> None:
     from optimum.commands.onnxruntime.optimize import ONNXRuntimeOptimizeCommand
     from optimum.commands.onnxruntime.quantize import ONNXRuntimeQuantizeCommand
 
+    from optimum_hierarchy.cli.extend import extend_command
+
     for command in (ONNXRuntimeOptimizeCommand, ONNXRuntimeQuantizeCommand):
-        if getattr(command, _INSTALLED, False):
-            continue
-        command.run = _with_hierarchy(command.run)
-        setattr(command, _INSTALLED, True)
+        extend_command(command, "onnxruntime_hook", _with_hierarchy)
 
 
-def _with_hierarchy(original_run: Any) -> Any:
-    def run(self: Any) -> Any:
-        result = original_run(self)
-        output = Path(self.args.output)
-        candidates = sorted(output.rglob("*.onnx"))
-        if not candidates:
-            return result
-        from optimum_hierarchy.cli.output import print_annotated_files, print_error
-        from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
-        from optimum_hierarchy.restore import restore_if_annotated
-
-        def restore(path: Path) -> Any:
-            try:
-                return restore_if_annotated(path)
-            except InvalidModelFileError:
-                return None  # not a model we can read: none of ours, left alone
-
-        try:
-            files = [f for f in map(restore, candidates) if f is not None]
-        except HierarchyError as e:
-            print_error(f"{e} The model files are written; rerun `optimum-cli hierarchy annotate {output}`.")
-            sys.exit(1)
-        if files:
-            print_annotated_files(files, f"Module hierarchy re-attributed in {output}", base=output)
+def _with_hierarchy(self: Any, original_run: Any) -> Any:
+    """The ``onnxruntime optimize|quantize`` run, then re-attribution of annotated outputs."""
+    result = original_run(self)
+    output = Path(self.args.output)
+    candidates = sorted(output.rglob("*.onnx"))
+    if not candidates:
         return result
+    from optimum_hierarchy.cli.output import print_annotated_files, print_error
+    from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
+    from optimum_hierarchy.restore import restore_if_annotated
 
-    return run
+    def restore(path: Path) -> Any:
+        try:
+            return restore_if_annotated(path)
+        except InvalidModelFileError:
+            return None  # not a model we can read: none of ours, left alone
+
+    try:
+        files = [f for f in map(restore, candidates) if f is not None]
+    except HierarchyError as e:
+        print_error(f"{e} The model files are written; rerun `optimum-cli hierarchy annotate {output}`.")
+        sys.exit(1)
+    if files:
+        print_annotated_files(files, f"Module hierarchy re-attributed in {output}", base=output)
+    return result

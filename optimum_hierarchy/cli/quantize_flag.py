@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_INSTALLED = "_optimum_hierarchy_quantize_flag_installed"
-
 
 def add_quantize_arguments(parser: ArgumentParser) -> None:
     group = parser.add_argument_group("Quantize by module (optimum-hierarchy)")
@@ -50,24 +48,14 @@ def install_quantize_flag() -> None:
     """Add the module flags to Optimum's ``onnxruntime quantize`` command (idempotent, import-light)."""
     from optimum.commands.onnxruntime.quantize import ONNXRuntimeQuantizeCommand
 
-    if getattr(ONNXRuntimeQuantizeCommand, _INSTALLED, False):
-        return
-    original_parse_args = ONNXRuntimeQuantizeCommand.parse_args
-    original_run = ONNXRuntimeQuantizeCommand.run
+    from optimum_hierarchy.cli.extend import extend_command
 
-    def parse_args(parser: ArgumentParser) -> Any:
-        result = original_parse_args(parser)
-        add_quantize_arguments(parser)
-        return result
-
-    def run(self: Any) -> Any:
+    def run(self: Any, original_run: Any) -> Any:
         if not (getattr(self.args, "exclude_modules", None) or getattr(self.args, "include_modules", None)):
             return original_run(self)
         return _run_by_module(self, original_run)
 
-    ONNXRuntimeQuantizeCommand.parse_args = staticmethod(parse_args)
-    ONNXRuntimeQuantizeCommand.run = run
-    setattr(ONNXRuntimeQuantizeCommand, _INSTALLED, True)
+    extend_command(ONNXRuntimeQuantizeCommand, "quantize_flag", run, add_quantize_arguments)
 
 
 @contextlib.contextmanager
