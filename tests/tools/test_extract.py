@@ -144,3 +144,17 @@ def test_write_refuses_the_source_file(cli_exports: dict[str, Path]) -> None:
     model = cli_exports["gpt2"] / "model.onnx"
     with pytest.raises(HierarchyError, match="choose another output file"):
         write_extracted_module(model, "lm_head", model)
+
+
+def test_a_module_over_the_protobuf_limit_gets_external_data(
+    cli_exports: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optimum_hierarchy.tools import extract
+
+    monkeypatch.setattr(extract, "_PROTOBUF_LIMIT", 10_000)  # the tiny layer is ~70 KB: "too big"
+    out = tmp_path / "layer1.onnx"
+    write_extracted_module(cli_exports["bert"] / "model.onnx", "encoder.layer.1", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layer1.onnx", "layer1.onnx_data"]
+    light = onnx.load(str(out), load_external_data=False)
+    assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.graph.initializer)
+    _check_reproduces(cli_exports["bert"] / "model.onnx", onnx.load(str(out)), "encoder.layer.1")
