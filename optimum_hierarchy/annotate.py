@@ -35,7 +35,7 @@ from optimum_hierarchy.schema import (
     ExportInfo,
     ModuleTree,
 )
-from optimum_hierarchy.walk import iter_ir_sites, iter_proto_nodes
+from optimum_hierarchy.walk import check_text, iter_ir_sites, iter_proto_nodes
 from optimum_hierarchy.wire import ModelFile, read_model_file, write_model_file
 
 logger = logging.getLogger(__name__)
@@ -88,17 +88,30 @@ def annotate_onnx_model(
     strict: bool = False,
     after_the_fact: bool = False,
     scope_names: bool = False,
+    where: str = "model",
 ) -> tuple[AttributionSummary, bool]:
     """Attribute every node of ``proto`` in place; returns the summary and whether anything changed.
 
     When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
     since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
     at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
-    module (see :class:`AttributeNodesPass`).
+    module (see :class:`AttributeNodesPass`). ``where`` names the model in errors.
+
+    Raises:
+        InvalidModelFileError: the graph is not one onnx_ir can read (a tensor produced twice, an
+            unknown data type, text that is not UTF-8).
+        SchemaError: its stored provenance is malformed.
     """
     export = export if export is not None else ExportInfo()
+    check_text(proto, where)
     provenance = decode_provenance({p.key: p.value for p in proto.metadata_props})
-    model = ir.serde.deserialize_model(proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except (RuntimeError, ValueError, TypeError) as e:  # onnx_ir's SerdeError is a RuntimeError
+        cause: BaseException = e
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise InvalidModelFileError(f"{where}: not a valid ONNX graph ({cause}). Check it with onnx.checker.") from e
     attribute = AttributeNodesPass(
         tree,
         export,
@@ -197,7 +210,7 @@ def annotate_model_file(
     path = Path(path)
     proto = source.proto
     summary, modified = annotate_onnx_model(
-        proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names
+        proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names, where=str(path)
     )
     if rules is not None:
         _check_rules(path, proto, rules, strict)

@@ -1,16 +1,33 @@
-"""Atomic file writes: a temporary file in the same directory, flushed to disk, then renamed into place."""
+"""Atomic file writes: a temporary file in the same directory, flushed to disk, then renamed into place.
+
+The temporary file of ``path`` is ``.<name>.<8 random characters>.tmp`` beside it, locked (``flock``)
+by its writer from creation to rename. A write that fails or is interrupted (an exception,
+``KeyboardInterrupt``) removes it; only a process killed outright (``kill -9``, a power loss) can
+leave one, and it is never renamed over ``path``. The next write of the same ``path`` removes such
+abandoned files: those no live process holds the lock of.
+"""
 
 from __future__ import annotations
 
-__all__ = ["atomic_write", "target_mode"]
+__all__ = ["atomic_write", "directory_lock", "target_mode"]
 
 import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from optimum_hierarchy.errors import HierarchyError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; abandoned temporary files stay, and nothing is locked
+    fcntl = None  # type: ignore[assignment]
+
+_TMP_SUFFIX = ".tmp"
+_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between prefix and suffix
 
 
 def _umask() -> int:
@@ -42,8 +59,11 @@ def atomic_write(
     """
     path = Path(path)
     mode = target_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_abandoned(path)
+    fd, tmp = _locked_temporary(path)
+    lock = -1
     try:
+        lock = os.dup(fd)  # keeps the lock after the file object closes, until the rename is done
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, bytes):
                 f.write(data)
@@ -57,4 +77,97 @@ def atomic_write(
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if lock < 0:
+            os.close(fd)  # not handed to a file object yet
         raise
+    finally:
+        if lock >= 0:
+            os.close(lock)
+
+
+def _locked_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, locked by this process for as long as it is open."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+        if fcntl is None:
+            return fd, tmp
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink > 0:
+            return fd, tmp
+        # Another writer took it for abandoned in the instant between its creation and the lock.
+        os.close(fd)
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the temporary files of earlier writes of ``path`` whose writer died (no one holds their lock)."""
+    if fcntl is None:
+        return
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        if not (
+            name.startswith(prefix)
+            and name.endswith(_TMP_SUFFIX)
+            and len(name) == len(prefix) + _RANDOM_CHARS + len(_TMP_SUFFIX)
+        ):
+            continue
+        candidate = path.parent / name
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.unlink(candidate)
+        except OSError:
+            pass  # held by a live writer (BlockingIOError), or already gone
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | os.PathLike[str], *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``directory`` (which must exist) for the block, or fail at once.
+
+    Exports into a directory take it exclusively, annotations shared: two annotations may run side by
+    side (each file is replaced atomically), but not an annotation and an export, nor two exports,
+    which would write the same files. Where the file system cannot lock, the block runs unlocked.
+
+    Raises:
+        HierarchyError: another process holds a conflicting lock.
+    """
+    fd = _open_directory(directory)
+    if fd is None:
+        yield
+        return
+    try:
+        busy = False
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy = True
+        except OSError:
+            pass  # no locks on this file system
+        if busy:
+            raise HierarchyError(
+                f"{directory}: another process is exporting into this directory or annotating models in it; "
+                "wait for it to finish, or use another directory."
+            )
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open_directory(directory: str | os.PathLike[str]) -> int | None:
+    """A descriptor to lock ``directory`` with; ``None`` without flock or when it cannot be opened
+    (the caller's own error then says why)."""
+    if fcntl is None:
+        return None
+    try:
+        return os.open(directory, os.O_RDONLY)
+    except OSError:
+        return None

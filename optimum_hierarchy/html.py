@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.atomic import atomic_write
+from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
 
 
@@ -44,15 +45,21 @@ def _data(retriever: HierarchyRetriever) -> dict[str, Any]:
 
 def render_html(retriever: HierarchyRetriever, title: str) -> str:
     payload = json.dumps(_data(retriever), separators=(",", ":"), ensure_ascii=False)
-    # Inside <script>, "</" could close the element early; "<\/" is the same JSON string.
-    payload = payload.replace("</", "<\\/")
+    # Names come from the file (untrusted). Inside <script>, "</script" would close the element and
+    # "<!--" start an escape state; "\u003c" is the same JSON string with no "<" at all.
+    payload = payload.replace("<", "\\u003c")
     return _TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
 
 
 def write_html(retriever: HierarchyRetriever, output: str | os.PathLike[str], title: str) -> Path:
     """Write the view to ``output`` atomically (a temporary file in the same directory, then a rename)."""
     output = Path(output)
-    atomic_write(output, render_html(retriever, title).encode("utf-8"))
+    try:
+        atomic_write(output, render_html(retriever, title).encode("utf-8"))
+    except OSError as e:
+        raise HierarchyError(
+            f"{output}: cannot be written ({e.strerror or e}). Check the directory's permissions and free space."
+        ) from e
     return output
 
 

@@ -14,7 +14,7 @@ import onnx
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import HierarchyError, SchemaError
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
-from optimum_hierarchy.walk import iter_proto_nodes
+from optimum_hierarchy.walk import check_text, iter_proto_nodes
 from optimum_hierarchy.wire import read_model_file
 
 
@@ -68,20 +68,36 @@ class ModelHierarchy:
 def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
     props = {p.key: p.value for p in proto.metadata_props}
     metadata = decode_model_metadata(props, source=str(path) if path is not None else "model")
+    where = str(path) if path is not None else "model"
     nodes = []
     for node, graph_name in iter_proto_nodes(proto.graph):
         node_props = {p.key: p.value for p in node.metadata_props}
+        name, op_type, inputs, outputs = node.name, node.op_type, tuple(node.input), tuple(node.output)
+        try:  # protobuf gives bytes for a text field that is not UTF-8; str.join refuses them
+            "".join((name, op_type, graph_name, *inputs, *outputs, *node_props, *node_props.values()))
+        except TypeError:
+            check_text(proto, where)  # names the field
+            raise
+        module = node_props.get(schema.NODE_MODULE_KEY)
+        sources = _sources(node_props.get(schema.NODE_SOURCES_KEY), name)
+        for key, named in ((schema.NODE_MODULE_KEY, module), *((schema.NODE_SOURCES_KEY, s) for s in sources)):
+            if named is not None and named not in metadata.tree:
+                raise SchemaError(
+                    f"{key} of node {name!r}: {named!r} is not a module of the stored tree "
+                    f"({schema.MODULES_KEY}); the file's hierarchy metadata is inconsistent. "
+                    "Annotate it again with `optimum-cli hierarchy annotate`."
+                )
         nodes.append(
             NodeAttribution(
-                name=node.name,
-                op_type=node.op_type,
+                name=name,
+                op_type=op_type,
                 graph=graph_name,
-                module=node_props.get(schema.NODE_MODULE_KEY),
+                module=module,
                 source=node_props.get(schema.NODE_SOURCE_KEY),
                 reason=node_props.get(schema.NODE_REASON_KEY),
-                sources=_sources(node_props.get(schema.NODE_SOURCES_KEY), node.name),
-                inputs=tuple(node.input),
-                outputs=tuple(node.output),
+                sources=sources,
+                inputs=inputs,
+                outputs=outputs,
             )
         )
     return ModelHierarchy(metadata=metadata, nodes=tuple(nodes), path=path)

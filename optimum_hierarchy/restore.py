@@ -27,6 +27,7 @@ from pathlib import Path
 import onnx
 
 from optimum_hierarchy.annotate import annotate_onnx_file
+from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.rules import rules_for_model_type
@@ -39,7 +40,7 @@ from optimum_hierarchy.schema import (
     decode_model_metadata,
 )
 from optimum_hierarchy.scope import ScopeResolver, call_suffix_base, producer_name_of_output, scope_segments
-from optimum_hierarchy.walk import iter_proto_nodes
+from optimum_hierarchy.walk import check_text, iter_proto_nodes
 from optimum_hierarchy.wire import ModelFile, read_model_file
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def restore_hierarchy(
     else:
         raise InvalidModelFileError(f"{path}: no such file or directory. Pass an .onnx file or a directory.")
     config_path = _config_file(Path(config)) if config is not None else None
-    return [_restore_file(f, config_path, strict, scope_names) for f in files]
+    with directory_lock(path if path.is_dir() else path.parent, shared=True):
+        return [_restore_file(f, config_path, strict, scope_names) for f in files]
 
 
 def _config_file(config: Path) -> Path:
@@ -92,7 +94,7 @@ def restore_if_annotated(path: str | os.PathLike[str]) -> AnnotatedFile | None:
     The file is parsed once. This is what runs after ``optimum-cli onnxruntime optimize|quantize``.
     """
     path = Path(path)
-    with read_model_file(path) as source:
+    with directory_lock(path.parent, shared=True), read_model_file(path) as source:
         if _metadata(path, source.proto) is None:
             return None
         return _restore_file(path, None, strict=False, scope_names=False, source=source)
@@ -112,6 +114,7 @@ def _restore_file(
         with read_model_file(path) as opened:
             return _restore_file(path, config, strict, scope_names, opened)
     proto = source.proto
+    check_text(proto, str(path))  # the names read below must be text
     meta = _metadata(path, proto)
     if meta is not None:
         rules = rules_for_model_type(meta.export.model_type)
@@ -180,9 +183,13 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
     parameters: dict[str, list[ParameterInfo]] = {}
     for init in proto.graph.initializer:
         owner, dot, leaf = init.name.rpartition(".")
-        if dot and owner and leaf and not init.name.startswith(("/", "onnx::")):
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).name
-            parameters.setdefault(owner, []).append(ParameterInfo(name=leaf, shape=tuple(init.dims), dtype=dtype))
+        named_like_a_parameter = (
+            dot and leaf and "" not in owner.split(".") and not init.name.startswith(("/", "onnx::"))
+        )
+        if named_like_a_parameter and min(init.dims, default=0) >= 0:
+            parameters.setdefault(owner, []).append(
+                ParameterInfo(name=leaf, shape=tuple(init.dims), dtype=_numpy_dtype_name(init.data_type))
+            )
     known: set[str] = set()
     for owner in parameters:
         parts = owner.split(".")
@@ -192,12 +199,22 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
     for node, _ in iter_proto_nodes(proto.graph):
         for name in (node.name, *(producer_name_of_output(t) or "" for t in node.output)):
             segments = scope_segments(name) if name else None
-            if segments:
+            if segments and "" not in ".".join(segments).split("."):  # no module path has an empty part
                 paths.update(_scope_paths(segments, known))
+    for path in list(paths):  # a dotted segment (layer.0) with no parameter to show its parent (layer)
+        parts = path.split(".")
+        paths.update(".".join(parts[:n]) for n in range(1, len(parts)))
     modules = [ModuleInfo(path="", class_name="")]
     for path in sorted(paths, key=lambda p: (p.count("."), p)):
         modules.append(ModuleInfo(path=path, class_name="", parameters=tuple(parameters.get(path, ()))))
     return ModuleTree(modules)
+
+
+def _numpy_dtype_name(data_type: int) -> str | None:
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(data_type).name)
+    except KeyError:  # not an ONNX data type
+        return None
 
 
 def _scope_paths(segments: list[str], known: set[str]) -> list[str]:

@@ -201,6 +201,8 @@ class ModuleTree(Mapping[str, ModuleInfo]):
         for info in modules:
             if info.path in self._modules:
                 raise SchemaError(f"module tree: module {info.path!r} appears twice")
+            if info.path and "" in info.path.split("."):
+                raise SchemaError(f"module tree: module path {info.path!r} has an empty segment")
             self._modules[info.path] = info
         if "" not in self._modules:
             raise SchemaError("module tree: the root module (path '') is missing")
@@ -299,8 +301,10 @@ class ModuleTree(Mapping[str, ModuleInfo]):
             info = ModuleInfo(
                 path=path,
                 class_name=class_name,
-                parameters=tuple(_tensor_from_json(p, f"{where}.parameters") for p in record.get("parameters", [])),
-                buffers=tuple(_tensor_from_json(p, f"{where}.buffers") for p in record.get("buffers", [])),
+                parameters=tuple(
+                    _tensor_from_json(p, f"{where}.parameters") for p in _list(record, "parameters", where)
+                ),
+                buffers=tuple(_tensor_from_json(p, f"{where}.buffers") for p in _list(record, "buffers", where)),
             )
             if "depth" in record and record["depth"] != info.depth:
                 raise SchemaError(f"{where}: depth {record['depth']!r} does not match path {path!r}")
@@ -332,6 +336,14 @@ def _tensor_from_json(data: Any, where: str) -> ParameterInfo:
     if dtype is not None and not isinstance(dtype, str):
         raise SchemaError(f"{where}: dtype must be a string")
     return ParameterInfo(name=_expect(data, "name", str, where), shape=tuple(shape), tied_to=tied, dtype=dtype)
+
+
+def _list(record: Mapping[str, Any], field: str, where: str) -> list[Any]:
+    """An optional list field (empty when absent)."""
+    value = record.get(field, [])
+    if not isinstance(value, list):
+        raise SchemaError(f"{where}.{field}: expected a list, got {type(value).__name__}")
+    return value
 
 
 def _expect(record: Mapping[str, Any], field: str, typ: type, where: str) -> Any:
@@ -392,11 +404,13 @@ class AttributionSummary:
         if not isinstance(data, dict):
             raise SchemaError(f"{key}: expected an object")
         nodes = _expect(data, "nodes", int, key)
+        if nodes < 0:
+            raise SchemaError(f"{key}.nodes: expected a count, got {nodes}")
         by_source = _expect(data, "by_source", dict, key)
-        if not all(isinstance(k, str) and isinstance(v, int) for k, v in by_source.items()):
+        if not all(isinstance(k, str) and _is_count(v) for k, v in by_source.items()):
             raise SchemaError(f"{key}.by_source: expected a mapping of source name to count")
         unattributed = []
-        for i, u in enumerate(data.get("unattributed", [])):
+        for i, u in enumerate(_list(data, "unattributed", key)):
             where = f"{key}.unattributed[{i}]"
             if not isinstance(u, dict):
                 raise SchemaError(f"{where}: expected an object")
@@ -419,6 +433,10 @@ class HierarchyMetadata:
     export: ExportInfo
     summary: AttributionSummary | None = None
     schema_version: int = SCHEMA_VERSION
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def namespace_of(path: str) -> str:
@@ -452,7 +470,7 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
             "is beside it), or export it with `optimum-cli export onnx --hierarchy ...`."
         )
     version = loads_json(props[SCHEMA_VERSION_KEY], SCHEMA_VERSION_KEY)
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # not True, not 1.0
         raise SchemaError(
             f"{SCHEMA_VERSION_KEY}: {source} uses hierarchy schema version {version!r}; this version of "
             f"optimum_hierarchy reads version {SCHEMA_VERSION} only. Upgrade optimum_hierarchy."
@@ -465,11 +483,11 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
     if not isinstance(export_raw, dict):
         raise SchemaError(f"{EXPORT_KEY}: expected an object")
     fields = {f.name for f in dataclasses.fields(ExportInfo)}
-    try:
-        export = ExportInfo(**{k: v for k, v in export_raw.items() if k in fields})
-    except TypeError as e:
-        raise SchemaError(f"{EXPORT_KEY}: {e}") from e
-    if not isinstance(export.root, str) or export.root not in tree:
+    for field, value in export_raw.items():
+        if field in fields and not (isinstance(value, str) or (value is None and field != "root")):
+            raise SchemaError(f"{EXPORT_KEY}.{field}: expected a string, got {type(value).__name__}")
+    export = ExportInfo(**{k: v for k, v in export_raw.items() if k in fields})
+    if export.root not in tree:
         raise SchemaError(f"{EXPORT_KEY}: root {export.root!r} is not a module of the stored tree")
     summary = None
     if SUMMARY_KEY in props:
@@ -487,20 +505,29 @@ def loads_json(text: str, key: str) -> Any:
     if len(text) > _MAX_JSON_CHARS:
         raise SchemaError(f"{key}: value is {len(text)} characters, over the limit of {_MAX_JSON_CHARS}")
     try:
+        # ValueError also covers integers longer than Python's int-to-string digit limit.
         value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:
         raise SchemaError(f"{key}: not valid JSON ({e})") from e
-    _check_depth(value, key)
+    _check_value(value, key)
     return value
 
 
-def _check_depth(value: Any, key: str) -> None:
+def _check_value(value: Any, key: str) -> None:
+    """Depth within the limit, and every string valid Unicode (``"\\ud800"`` decodes to a lone surrogate,
+    which could never be written back into a protobuf string)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if depth > _MAX_JSON_DEPTH:
             raise SchemaError(f"{key}: JSON nested deeper than {_MAX_JSON_DEPTH} levels")
         if isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise SchemaError(f"{key}: a string is not valid Unicode ({e})") from e

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["Site", "iter_ir_sites", "iter_proto_nodes"]
+__all__ = ["Site", "check_text", "find_non_text", "iter_ir_sites", "iter_proto_nodes"]
 
 import dataclasses
 from collections.abc import Iterator
 
 import onnx
 import onnx_ir as ir
+
+from optimum_hierarchy.errors import InvalidModelFileError
 
 
 @dataclasses.dataclass
@@ -43,3 +45,48 @@ def iter_proto_nodes(graph: onnx.GraphProto) -> Iterator[tuple[onnx.NodeProto, s
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
                     yield from iter_proto_nodes(sub)
+
+
+def find_non_text(model: onnx.ModelProto) -> str | None:
+    """Which text field of ``model`` is not UTF-8, or ``None`` when they all are.
+
+    ONNX's protobuf strings must be UTF-8; a file that breaks this still parses, but protobuf hands
+    such a field over as ``bytes``, where every reader expects ``str``. Checked: model and node
+    metadata, and the names of nodes, op types, domains, tensors, graphs and attributes.
+    """
+    # str.join refuses bytes: one C-level pass per node instead of an isinstance per field.
+    join = "".join
+    try:
+        join([p.key + p.value for p in model.metadata_props])
+    except TypeError:
+        return "a model metadata entry"
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        try:
+            join((graph.name, *(t.name for t in graph.initializer)))
+            join(v.name for v in (*graph.input, *graph.output, *graph.value_info))
+        except TypeError:
+            return f"a tensor name in graph {graph.name!r}"
+        for node in graph.node:
+            try:
+                join((node.name, node.op_type, node.domain, *node.input, *node.output))
+                if node.attribute:
+                    join(a.name for a in node.attribute)
+                if node.metadata_props:
+                    join([p.key + p.value for p in node.metadata_props])
+            except TypeError:
+                return f"a name or metadata entry of node {node.name!r}"
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)
+    return None
+
+
+def check_text(model: onnx.ModelProto, where: str) -> None:
+    """Raise :class:`InvalidModelFileError` when a text field of ``model`` is not UTF-8 (see :func:`find_non_text`)."""
+    found = find_non_text(model)
+    if found is not None:
+        raise InvalidModelFileError(f"{where}: not a valid ONNX model: {found} is not UTF-8 text.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["add_hierarchy_arguments", "install_export_flag"]
 
+import logging
 import sys
 from argparse import ArgumentParser
 from typing import Any
@@ -61,4 +62,18 @@ def _run_with_hierarchy(command: Any, original_run: Any) -> None:
     except HierarchyError as e:
         print_error(str(e))
         sys.exit(1)
+    except _export_errors() as e:
+        # What Optimum, transformers, torch and safetensors raise for an export they refuse: a task or an
+        # architecture Optimum does not support, inputs it cannot generate, remote code not trusted, weights
+        # missing or damaged, a full disk. The session has removed the model files it wrote; the message
+        # is the actionable part.
+        logging.getLogger(__name__).debug("export failed", exc_info=True)
+        print_error(f"the export failed: {type(e).__name__}: {e}")
+        sys.exit(1)
     print_export_result(result, optimized=args.optimize)
+
+
+def _export_errors() -> tuple[type[Exception], ...]:
+    from safetensors import SafetensorError
+
+    return (ValueError, RuntimeError, KeyError, NotImplementedError, OSError, SafetensorError)

@@ -102,6 +102,9 @@ def _query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], 
     except KeyError as e:
         print_error(str(e.args[0]) if e.args else str(e))
         sys.exit(1)
+    except OSError as e:  # a file that cannot be read or written, met below the checks that name it
+        print_error(f"{e}. Check the path and its permissions.")
+        sys.exit(1)
     if getattr(command.args, "json", False):
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:

@@ -10,11 +10,13 @@ __all__ = [
     "run_with_hierarchy",
 ]
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.session import HierarchyExportResult, hierarchy_export_session, onnx_files_state
 
@@ -129,7 +131,16 @@ def run_with_hierarchy(
     This is what the Python API and ``optimum-cli export onnx --hierarchy`` share.
     """
     output = check_output_dir(output)
-    before = onnx_files_state(output)
-    with hierarchy_export_session(strict=strict, model=model) as session:
-        export(output)
-        return session.finalize(output, unchanged=before)
+    created = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        with directory_lock(output):  # a second export (or an annotation) into it meanwhile fails at once
+            before = onnx_files_state(output)
+            with hierarchy_export_session(strict=strict, model=model) as session:
+                export(output)
+                return session.finalize(output, unchanged=before)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                output.rmdir()  # only if the failed export left it empty
+        raise

@@ -13,7 +13,6 @@ __all__ = [
 ]
 
 import contextlib
-import copy
 import functools
 import importlib
 import logging
@@ -154,12 +153,16 @@ class HierarchyModelPatcher:
             )
         export, rules = make_export_info(root, self._config.hierarchy_model_type(), owner)
         strict = session.strict if session is not None else self._config.HIERARCHY_STRICT
-        if session is not None:
-            session.note_written(path)
         if source is None:
+            if session is not None:
+                session.note_written(path)  # the exporter wrote it: removed if the export fails
             summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
         else:
             summary = annotate_model_file(source, path, tree, export, strict=strict, rules=rules, new_file=True)
+            if session is not None:
+                # Only now is the file there this export's: a failure before the rename leaves what was
+                # at ``path`` (an earlier export's file) as it was, and the session must not remove it.
+                session.note_written(path)
         if session is not None:
             session.note_annotated(AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules))
 
@@ -231,6 +234,8 @@ def as_hierarchy_config(config: OnnxConfig) -> OnnxConfig:
     """A copy of an ``OnnxConfig`` instance whose exports carry the hierarchy (itself if already so)."""
     if isinstance(config, HierarchyOnnxConfigMixin):
         return config
-    clone = copy.copy(config)
-    clone.__class__ = hierarchy_onnx_config(type(config))
+    # A shallow copy built as the subclass: assigning ``__class__`` is refused ("object layout
+    # differs") for a user's own subclass of an Optimum config.
+    clone: OnnxConfig = object.__new__(hierarchy_onnx_config(type(config)))
+    clone.__dict__.update(vars(config))
     return clone

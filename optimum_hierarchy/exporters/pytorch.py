@@ -64,7 +64,8 @@ class HierarchyPreservingExporter:
         args = dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
         export_kwargs.setdefault("opset_version", self.opset_version)
         tree = capture_module_tree(model)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+        # Hidden and not *.onnx, like every temporary file here: a kill -9 cannot leave a "model" for scans.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".export.tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:

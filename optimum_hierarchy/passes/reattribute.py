@@ -2,8 +2,10 @@
 
 Definitions (``G0``: the graph as last annotated, stored as provenance; ``G1``: the graph now):
 
-* **Kept node**: a ``G1`` node with the name and op type of a ``G0`` node. It keeps that node's
-  module, source and source modules. ONNX Runtime keeps the names of the nodes it does not fuse.
+* **Kept node**: a ``G1`` node with the name and op type of a ``G0`` node (where several ``G0``
+  nodes share the name, or it is empty, the one that also has the same output tensors). It keeps
+  that node's module, source and source modules. ONNX Runtime keeps the names of the nodes it does
+  not fuse; the same graph annotated again is kept whole, so annotating twice changes nothing.
 * **Counterpart** of a ``G1`` tensor: the ``G0`` tensor of the same name, or, for a tensor a kept
   node reads or writes under a new name, the ``G0`` tensor in the same input or output slot.
 * **Region**: a connected group of the other (new) ``G1`` nodes, joined by tensors without a
@@ -27,7 +29,8 @@ Definitions (``G0``: the graph as last annotated, stored as provenance; ``G1``: 
 
 A new node whose region replaced nothing (a ``Cast`` or ``Gather`` an optimizer inserted) is left to
 the generic evidence of :class:`~optimum_hierarchy.passes.attribute_nodes.AttributeNodesPass`: its
-name, then the modules around it.
+name, then the modules around it. So is a region whose analysis would exceed a work budget linear in
+the size of the graphs (see ``_WORK_LIMIT``; only crafted graphs come near it).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ["Placement", "reattribute"]
 
 import collections
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from optimum_hierarchy.provenance import NodeTable, Provenance
 from optimum_hierarchy.schema import AttributionSource, ModuleTree
@@ -67,6 +70,13 @@ def reattribute(
     names, op_types, inputs, outputs = table.names, table.op_types, table.inputs, table.outputs
     count = collections.Counter(n.name for n in g0 if n.name)
     g0_by_name = {n.name: k for k, n in enumerate(g0) if n.name and count[n.name] == 1}
+    # Nodes whose name is empty or not unique (an optimizer's unnamed Cast) are told apart by their outputs.
+    signatures = collections.Counter((n.name, n.op_type, n.outputs) for n in g0 if n.name not in g0_by_name)
+    g0_by_signature = {
+        (n.name, n.op_type, n.outputs): k
+        for k, n in enumerate(g0)
+        if n.name not in g0_by_name and signatures[(n.name, n.op_type, n.outputs)] == 1
+    }
     g0_producer: dict[str, int] = {}
     g0_tensors: set[str] = set()
     for k, n in enumerate(g0):
@@ -81,6 +91,8 @@ def reattribute(
     kept: dict[int, int] = {}
     for i in range(size):
         match = g0_by_name.get(names[i])
+        if match is None:
+            match = g0_by_signature.get((names[i], op_types[i], tuple(outputs[i])))
         if match is not None and g0[match].op_type == op_types[i]:
             kept[i] = match
             old = g0[match]
@@ -114,6 +126,7 @@ def reattribute(
                 consumers[t].append(i)
     region_of: dict[int, int] = {}
     regions: list[list[int]] = []
+    linked_seen: set[str] = set()  # each linking tensor is followed once: a tensor read by many nodes stays linear
     for start in range(size):
         if start in kept or start in region_of:
             continue
@@ -122,8 +135,10 @@ def reattribute(
         while stack:
             i = stack.pop()
             members.append(i)
-            linked = [t for t in (*inputs[i], *outputs[i]) if t and t not in counterpart]
-            for t in linked:
+            for t in (*inputs[i], *outputs[i]):
+                if not t or t in counterpart or t in linked_seen:
+                    continue
+                linked_seen.add(t)
                 for j in (producer.get(t), *consumers.get(t, ())):
                     if j is not None and j not in kept and j not in region_of:
                         region_of[j] = len(regions)
@@ -131,6 +146,9 @@ def reattribute(
         regions.append(sorted(members))
 
     # Per node: the region's outputs it reaches; the nodes it replaced are the cone behind them.
+    # Everything below depends on a node only through its region and what it reaches, so it is
+    # computed once per distinct (region, reached outputs). The work is bounded (``_WORK_LIMIT``).
+    budget = _Budget(_WORK_LIMIT + _WORK_PER_NODE * (len(g0) + size))
     cones: dict[frozenset[str], set[int]] = {}
 
     def cone_of(targets: frozenset[str]) -> set[int]:
@@ -143,6 +161,7 @@ def reattribute(
                 if k < 0 or k in kept_g0 or k in cone:
                     continue
                 cone.add(k)
+                budget.spend(1 + len(g0[k].inputs))
                 for u in g0[k].inputs:
                     if u and u not in surviving and u not in seen:
                         seen.add(u)
@@ -151,54 +170,41 @@ def reattribute(
         return cones[targets]
 
     reaches: dict[int, frozenset[str]] = {}
-    replaced: dict[int, set[int]] = {}
-    for members in regions:
-        member_set = set(members)
-        b_in = {counterpart[t] for i in members for t in inputs[i] if t in counterpart}
-        for i in members:
-            targets: set[str] = set()
-            stack, seen_nodes = [i], {i}
-            while stack:
-                j = stack.pop()
-                for t in outputs[j]:
-                    if not t:
-                        continue
-                    if t in counterpart:
-                        targets.add(counterpart[t])
-                        continue
-                    for c in consumers.get(t, ()):
-                        if c in member_set and c not in seen_nodes:
-                            seen_nodes.add(c)
-                            stack.append(c)
-            reaches[i] = frozenset(targets)
-        # The region's inputs flow forward through the cones of its members.
-        region_cone: set[int] = set()
-        for i in members:
-            region_cone |= cone_of(reaches[i])
-        reached = set(b_in)
-        flowed: set[int] = set()
-        changed = True
-        while changed:
-            changed = False
-            for k in sorted(region_cone - flowed):
-                if any(u in reached for u in g0[k].inputs):
-                    flowed.add(k)
-                    reached.update(g0[k].outputs)
-                    changed = True
-        for i in members:
-            replaced[i] = cone_of(reaches[i]) & flowed
+    replaced: dict[tuple[int, frozenset[str]], set[int]] = {}
+    placed_regions: list[int] = []
+    for r, members in enumerate(regions):
+        try:
+            region_reaches = _reached_outputs(members, outputs, consumers, counterpart, budget)
+            distinct = set(region_reaches.values())
+            b_in = {counterpart[t] for i in members for t in inputs[i] if t in counterpart}
+            region_cone: set[int] = set()
+            for targets in distinct:
+                region_cone |= cone_of(targets)
+            flowed = _flowed(region_cone, b_in, provenance, budget)
+            for targets in distinct:
+                replaced[(r, targets)] = cone_of(targets) & flowed
+        except _OverBudgetError:
+            continue  # left to the generic evidence, like a region that replaced nothing
+        reaches.update(region_reaches)
+        placed_regions.append(r)
 
     # A node claimed by two created nodes that reach disjoint outputs (one mask computation feeding
     # two layers' Attention) is shared and counts for neither of them.
-    claimants: dict[int, list[int]] = collections.defaultdict(list)
-    for i, found in replaced.items():
+    claimed_by: dict[int, set[frozenset[str]]] = collections.defaultdict(set)
+    for (_, targets), found in replaced.items():
         for k in found:
-            claimants[k].append(i)
-    for members in regions:
-        modules_of: dict[int, set[str]] = {}
-        for i in members:
-            found = replaced[i]
-            own = {k for k in found if all(reaches[j] & reaches[i] for j in claimants[k])} or found
+            claimed_by[k].add(targets)
+    for r in placed_regions:
+        members = regions[r]
+        distinct = {reaches[i] for i in members}
+        try:
+            budget.spend(sum(len(claimed_by[k]) for targets in distinct for k in replaced[(r, targets)]))
+        except _OverBudgetError:
+            continue
+        answers: dict[frozenset[str], tuple[str, tuple[str, ...]] | None] = {}
+        for targets in distinct:
+            found = replaced[(r, targets)]
+            own = {k for k in found if not any(other.isdisjoint(targets) for other in claimed_by[k])} or found
             modules: set[str] = set()
             for k in own:
                 old = g0[k]
@@ -206,14 +212,13 @@ def reattribute(
                     modules.update(old.sources)
                 elif old.module is not None:
                     modules.add(old.module)
-            modules_of[i] = modules
-        for i in members:
-            modules = modules_of[i]
-            if not modules:
-                continue
             base = ModuleTree.lowest_common_ancestor(modules)
-            assert base is not None
-            all_sources = tuple(sorted(modules))
+            answers[targets] = None if base is None else (base, tuple(sorted(modules)))
+        for i in members:
+            answer = answers[reaches[i]]
+            if answer is None:
+                continue
+            base, all_sources = answer
             narrowed = narrow(i) if len(members) > 1 else None
             if narrowed is not None and narrowed[0] != base and _within(narrowed[0], base):
                 path, source = narrowed
@@ -222,3 +227,89 @@ def reattribute(
             else:
                 placements[i] = Placement(base, AttributionSource.FUSION.value, all_sources)
     return placements
+
+
+_WORK_LIMIT = 1_000_000
+_WORK_PER_NODE = 100
+"""Steps (set elements added or compared) re-attribution may take beyond reading the graphs: linear in
+their size. Real optimized or quantized graphs take a few per node (1,600 for the tiny BERT after O2);
+only a crafted graph (a long chain of new nodes that each also write a tensor of the old graph) comes
+near, and the regions left when the budget is spent are placed by the generic evidence instead, as if
+they had replaced nothing: coarser at worst, never a hang."""
+
+
+class _OverBudgetError(Exception):
+    """The work budget of one re-attribution is spent."""
+
+
+class _Budget:
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def spend(self, steps: int) -> None:
+        self.left -= steps
+        if self.left < 0:
+            raise _OverBudgetError
+
+
+def _reached_outputs(
+    members: list[int],
+    outputs: Sequence[Sequence[str]],
+    consumers: Mapping[str, list[int]],
+    counterpart: Mapping[str, str],
+    budget: _Budget,
+) -> dict[int, frozenset[str]]:
+    """For each region member: the counterparts of the region outputs it reaches through the region.
+
+    A member reaches what it writes to a tensor with a counterpart, and what the members reading its
+    other outputs reach: propagated backwards to a fixed point (each set only grows, cycles included).
+    """
+    member_set = set(members)
+    reached: dict[int, set[str]] = {i: set() for i in members}
+    readers_of: dict[int, list[int]] = collections.defaultdict(list)  # c -> the members whose outputs c reads
+    for j in members:
+        for t in outputs[j]:
+            if not t:
+                continue
+            if t in counterpart:
+                reached[j].add(counterpart[t])
+                continue
+            for c in consumers.get(t, ()):
+                if c in member_set and c != j:
+                    readers_of[c].append(j)
+    budget.spend(len(members))
+    work = [i for i in members if reached[i]]
+    while work:
+        c = work.pop()
+        for j in readers_of.get(c, ()):
+            budget.spend(1)
+            if not reached[c] <= reached[j]:
+                budget.spend(len(reached[c]))
+                reached[j] |= reached[c]
+                work.append(j)
+    interned: dict[frozenset[str], frozenset[str]] = {}
+    return {i: interned.setdefault(frozenset(s), frozenset(s)) for i, s in reached.items()}
+
+
+def _flowed(cone: set[int], start: set[str], provenance: Provenance, budget: _Budget) -> set[int]:
+    """The nodes of ``cone`` (in ``G0``) that the tensors ``start`` reach, forward through ``cone``."""
+    g0 = provenance.nodes
+    budget.spend(len(cone))
+    readers: dict[str, list[int]] = collections.defaultdict(list)
+    for k in cone:
+        for u in g0[k].inputs:
+            if u:
+                readers[u].append(k)
+    flowed: set[int] = set()
+    reached = set(start)
+    stack = list(start)
+    while stack:
+        for k in readers.get(stack.pop(), ()):
+            if k in flowed:
+                continue
+            flowed.add(k)
+            for t in g0[k].outputs:
+                if t and t not in reached:
+                    reached.add(t)
+                    stack.append(t)
+    return flowed

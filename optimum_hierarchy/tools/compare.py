@@ -97,6 +97,13 @@ class Comparison:
 
 def _import_class(qualified: str) -> Any:
     module_name, _, class_name = qualified.rpartition(".")
+    if module_name.partition(".")[0] != "transformers":
+        # The name comes from the file's metadata, which is untrusted: importing any module it names
+        # would run that module's code.
+        raise HierarchyError(
+            f"The ONNX file names the model class {qualified!r}, which is not a transformers class; only "
+            "transformers classes are loaded by name. Load the model yourself and pass it to compare_with_pytorch."
+        )
     try:
         return getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as e:

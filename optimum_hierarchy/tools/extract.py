@@ -121,10 +121,15 @@ def write_extracted_module(
     if not target.parent.is_dir():
         raise HierarchyError(f"{target.parent}: no such directory for the extracted model.")
     extracted = extract_module(source, module)
-    if extracted.model.ByteSize() <= _PROTOBUF_LIMIT:
-        atomic_write(target, extracted.model.SerializeToString())
-    else:
-        _write_with_external_data(extracted.model, target)
+    try:
+        if extracted.model.ByteSize() <= _PROTOBUF_LIMIT:
+            atomic_write(target, extracted.model.SerializeToString())
+        else:
+            _write_with_external_data(extracted.model, target)
+    except OSError as e:
+        raise HierarchyError(
+            f"{target}: cannot be written ({e.strerror or e}). Check the directory's permissions and free space."
+        ) from e
     return extracted
 
 

@@ -104,7 +104,8 @@ def make_session(
     if directory is None or not any(uses_external_data(t) for t in proto.graph.initializer):
         data = proto.SerializeToString()
         return _session(lambda: ort.InferenceSession(data, options, providers=providers), "model")
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".hierarchy-", suffix=".onnx", delete=False) as f:
+    # Hidden and not *.onnx, so that a kill -9 cannot leave what a directory scan takes for a model.
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".hierarchy-", suffix=".onnx.tmp", delete=False) as f:
         f.write(proto.SerializeToString())
     try:
         return _session(lambda: ort.InferenceSession(f.name, options, providers=providers), f.name)
