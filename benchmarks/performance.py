@@ -552,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         row["retriever / bare load"] = retriever
         row["query us"], row["nodes"] = retriever["query_us"], retriever["nodes"]
         results["models"][name] = row
+        if args.json is not None:  # what is measured so far, in case the run is cut short
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+        print(report(results), flush=True)
     if args.large:
         log("large GPT-2 (external data)")
         results["models"]["gpt2-3.3GB"] = measure_large(args.work / "large", args.repeats)
