@@ -36,7 +36,7 @@ from optimum_hierarchy.schema import (
     ModuleTree,
 )
 from optimum_hierarchy.walk import check_text, iter_ir_sites, iter_proto_nodes
-from optimum_hierarchy.wire import ModelFile, read_model_file, write_model_file
+from optimum_hierarchy.wire import PROTOBUF_LIMIT, ModelFile, read_model_file, write_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +208,12 @@ def annotate_model_file(
     written in any case, atomically but without waiting for the disk (as the exporter itself would).
     """
     path = Path(path)
+    if source.size > PROTOBUF_LIMIT:
+        raise InvalidModelFileError(
+            f"{path}: {source.size / 2**30:.1f} GiB in one file, over protobuf's 2 GB limit: neither ONNX Runtime "
+            "nor onnx can load it, so it is not annotated. Save it with its weights in external data "
+            "(onnx.save_model(model, path, save_as_external_data=True)) and annotate that."
+        )
     proto = source.proto
     summary, modified = annotate_onnx_model(
         proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names, where=str(path)

@@ -17,7 +17,7 @@ read-only view of the weights: do not pass it where tensor values are needed.
 
 from __future__ import annotations
 
-__all__ = ["LIGHT_THRESHOLD", "ModelFile", "parse_model_bytes", "read_model_file", "write_model_file"]
+__all__ = ["LIGHT_THRESHOLD", "PROTOBUF_LIMIT", "ModelFile", "parse_model_bytes", "read_model_file", "write_model_file"]
 
 import dataclasses
 import mmap
@@ -37,6 +37,9 @@ _INITIALIZER = 5  # GraphProto.initializer
 # double_data, uint64_data); everything else is header.
 _TENSOR_DATA_FIELDS = frozenset({4, 5, 6, 7, 9, 10, 11})
 _LENGTH_DELIMITED = 2
+
+PROTOBUF_LIMIT = 2**31 - 1
+"""Protobuf's limit for one serialized message: no ONNX tool reads a model file larger than this."""
 
 LIGHT_THRESHOLD = 64 * 1024 * 1024
 """Files smaller than this are parsed whole by protobuf (faster than walking their fields in Python)."""
@@ -106,6 +109,11 @@ class ModelFile:
     _initializers: list[tuple[int, int]] | None
     """(start, end) in the file of each main-graph initializer entry (key, length and payload);
     ``None`` when the proto was parsed whole (a small file) and is written by serializing it."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of the file (or of the serialized model) read."""
+        return len(self._buffer)
 
     @property
     def light(self) -> bool:

@@ -24,8 +24,7 @@ from optimum_hierarchy.atomic import atomic_write, target_mode
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
-
-_PROTOBUF_LIMIT = 2**31 - 1
+from optimum_hierarchy.wire import PROTOBUF_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +121,7 @@ def write_extracted_module(
         raise HierarchyError(f"{target.parent}: no such directory for the extracted model.")
     extracted = extract_module(source, module)
     try:
-        if extracted.model.ByteSize() <= _PROTOBUF_LIMIT:
+        if extracted.model.ByteSize() <= PROTOBUF_LIMIT:
             atomic_write(target, extracted.model.SerializeToString())
         else:
             _write_with_external_data(extracted.model, target)

@@ -151,7 +151,7 @@ def test_a_module_over_the_protobuf_limit_gets_external_data(
 ) -> None:
     from optimum_hierarchy.tools import extract
 
-    monkeypatch.setattr(extract, "_PROTOBUF_LIMIT", 10_000)  # the tiny layer is ~70 KB: "too big"
+    monkeypatch.setattr(extract, "PROTOBUF_LIMIT", 10_000)  # the tiny layer is ~70 KB: "too big"
     out = tmp_path / "layer1.onnx"
     write_extracted_module(cli_exports["bert"] / "model.onnx", "encoder.layer.1", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layer1.onnx", "layer1.onnx_data"]
