@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "models": {},
     }
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         log(f"{name}")
         work = args.work / name
         model_dir = work / "model"
