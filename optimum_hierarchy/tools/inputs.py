@@ -116,9 +116,10 @@ def generate_inputs(
     """
     path = None if isinstance(model, onnx.ModelProto) else Path(model)
     if path is not None:
-        from optimum_hierarchy.annotate import load_model_proto
+        from optimum_hierarchy.wire import read_model_file
 
-        proto = load_model_proto(path)
+        with read_model_file(path) as source:  # inputs and weight shapes only: no weight values
+            proto = source.proto
     else:
         proto = model  # type: ignore[assignment]
     cfg = _read_config(config, path)

@@ -46,6 +46,7 @@ from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarc
 from optimum_hierarchy.schema import MODEL_KEY_PREFIX, ModuleTree, decode_model_metadata
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
+from optimum_hierarchy.wire import read_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ def profile_model(
             f"optimization level {optimization_level!r}: expected one of {', '.join(OPTIMIZATION_LEVELS)}."
         )
     file = model_file(path)
-    proto = load_model_proto(file)
+    with read_model_file(file) as source:  # metadata and inputs only: no weight values
+        proto = source.proto
     metadata = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
     if config is None and (file.parent / "config.json").is_file():
         config = file.parent / "config.json"

@@ -48,7 +48,7 @@ import onnx
 from optimum.onnxruntime.configuration import QuantizationConfig
 from optimum.onnxruntime.quantization import ORTQuantizer
 
-from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
+from optimum_hierarchy.annotate import annotate_onnx_model
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.read import NodeAttribution
@@ -56,6 +56,7 @@ from optimum_hierarchy.restore import restore_if_annotated
 from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import NODE_MODULE_KEY, NODE_REASON_KEY, decode_model_metadata
 from optimum_hierarchy.walk import iter_proto_nodes
+from optimum_hierarchy.wire import read_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,8 @@ def _load_attributed(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[o
         path, proto = None, model
     else:
         path = Path(model)
-        proto = load_model_proto(path)
+        with read_model_file(path) as opened:  # names and metadata only: no weight values
+            proto = opened.proto
     source = str(path) if path is not None else "model"
     # Raises MissingHierarchyError, whose message gives the annotate command.
     meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=source)
@@ -271,7 +273,8 @@ def with_module_selection(config: QuantizationConfig, selection: ModuleSelection
 
 def _needs_types(path: Path) -> bool:
     """ONNX Runtime contrib operators (an optimized graph): ONNX shape inference cannot type what follows them."""
-    proto = load_model_proto(path)
+    with read_model_file(path) as source:
+        proto = source.proto
     return any(node.domain not in _ONNX_DOMAINS for node, _ in iter_proto_nodes(proto.graph))
 
 
