@@ -6,6 +6,7 @@ __all__ = [
     "annotate_model_file",
     "annotate_onnx_file",
     "annotate_onnx_model",
+    "check_block_consistency",
     "load_model_proto",
 ]
 
@@ -13,7 +14,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,19 +132,27 @@ _CREATED = {AttributionSource.FUSION.value, AttributionSource.RULE.value}
 
 
 def _check_rules(path: Path, proto: onnx.ModelProto, rules: ArchitectureRules, strict: bool) -> None:
+    nodes = (({p.key: p.value for p in node.metadata_props}, node.op_type) for node, _ in iter_proto_nodes(proto.graph))
+    check_block_consistency(str(path), nodes, rules, strict)
+
+
+def check_block_consistency(
+    where: str, nodes: Iterable[tuple[Mapping[str, str], str]], rules: ArchitectureRules, strict: bool
+) -> None:
+    """Run the rules' repeated-block check on (node metadata, op type) pairs: a warning, or with ``strict``
+    an :class:`AttributionError`. Skipped for optimized graphs (nodes created by a fusion)."""
     pairs = []
-    for node, _ in iter_proto_nodes(proto.graph):
-        props = {p.key: p.value for p in node.metadata_props}
+    for props, op_type in nodes:
         if props.get(NODE_SOURCE_KEY) in _CREATED:
             # Optimized: fusions treat the first or last block differently (a block's LayerNorm
             # fused with the previous block's residual Add), so blocks are compared only on exports.
             return
         if NODE_MODULE_KEY in props:
-            pairs.append((props[NODE_MODULE_KEY], node.op_type))
+            pairs.append((props[NODE_MODULE_KEY], op_type))
     problems = check_repeated_blocks(rules, pairs)
     if not problems:
         return
-    message = f"{path}: repeated blocks of {rules.name!r} ({rules.source}) are not attributed alike: " + "; ".join(
+    message = f"{where}: repeated blocks of {rules.name!r} ({rules.source}) are not attributed alike: " + "; ".join(
         problems
     )
     if strict:

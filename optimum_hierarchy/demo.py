@@ -51,6 +51,20 @@ TINY_MODELS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         "text-generation-with-past",
         {"vocab_size": 512, "n_positions": 128, "num_hidden_layers": 2, "n_embd": 64, "n_head": 4},
     ),
+    "llama": (
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "text-generation",
+        {
+            "vocab_size": 512,
+            "max_position_embeddings": 128,
+            "num_hidden_layers": 2,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "intermediate_size": 128,
+        },
+    ),
 }
 
 

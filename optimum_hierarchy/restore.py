@@ -8,12 +8,14 @@ is the command). For each ONNX file:
   quantized) is re-attributed from the provenance stored in it: exact, see
   :mod:`optimum_hierarchy.passes.reattribute`;
 * a file without it (an Optimum export made elsewhere, optimized or not) is annotated after the
-  fact from its node and tensor names, the per-architecture rules, and the modules around each
-  node. The module tree comes from the model's ``config.json`` (the one given, or the one Optimum
-  writes next to the model), instantiated on PyTorch's ``meta`` device so that no weight is
-  allocated; without a config it is rebuilt from the scopes in the names and the initializer names
-  (module classes are then unknown). Such results are marked ``name``, ``rule`` or ``context``,
-  never ``scope`` or ``fusion``.
+  fact from the dynamo exporter's node metadata (``metadata``), its node and tensor names, the
+  per-architecture rules, and the modules around each node. The module tree comes from the
+  model's ``config.json`` (the one given, or the one Optimum writes next to the model),
+  instantiated on PyTorch's ``meta`` device so that no weight is allocated; without a config it is
+  rebuilt from the dynamo exporter's ``name_scopes`` and ``class_hierarchy`` (real class names),
+  else from the scopes in the names and the initializer names (module classes then unknown).
+  Such results are marked ``metadata``, ``name``, ``rule`` or ``context``, never ``scope`` or
+  ``fusion``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import onnx
 from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
+from optimum_hierarchy.evidence.dynamo_metadata import NAME_SCOPES_KEY, tree_from_dynamo
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.rules import rules_for_model_type
 from optimum_hierarchy.schema import (
@@ -128,8 +131,16 @@ def _restore_file(
     model_type = model_class = None
     if config is not None:
         tree, model_type, model_class = tree_from_config(config)
+        tree_origin = str(config)
+    elif _has_dynamo_metadata(proto):
+        tree = tree_from_dynamo(
+            ({p.key: p.value for p in node.metadata_props} for node, _ in iter_proto_nodes(proto.graph)),
+            _parameters_from_initializers(proto),
+        )
+        tree_origin = "the dynamo exporter's node metadata"
     else:
         tree = tree_from_names(proto)
+        tree_origin = "the graph's names"
     root = _best_root(tree, proto)
     rules = rules_for_model_type(model_type)
     export = ExportInfo(
@@ -139,9 +150,9 @@ def _restore_file(
         path, tree, export, strict=strict, rules=rules, source=source, after_the_fact=True, scope_names=scope_names
     )
     logger.info(
-        "%s: annotated after the fact from names (tree from %s): %s",
+        "%s: annotated after the fact (tree from %s): %s",
         path,
-        config if config is not None else "the graph's names",
+        tree_origin,
         summary.describe(),
     )
     return AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules)
@@ -180,16 +191,7 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
     names, with the exporter's quirks undone where the parameters show the real path (a repeated
     container level, a ``_N`` call suffix).
     """
-    parameters: dict[str, list[ParameterInfo]] = {}
-    for init in proto.graph.initializer:
-        owner, dot, leaf = init.name.rpartition(".")
-        named_like_a_parameter = (
-            dot and leaf and "" not in owner.split(".") and not init.name.startswith(("/", "onnx::"))
-        )
-        if named_like_a_parameter and min(init.dims, default=0) >= 0:
-            parameters.setdefault(owner, []).append(
-                ParameterInfo(name=leaf, shape=tuple(init.dims), dtype=_numpy_dtype_name(init.data_type))
-            )
+    parameters = _parameters_from_initializers(proto)
     known: set[str] = set()
     for owner in parameters:
         parts = owner.split(".")
@@ -208,6 +210,25 @@ def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:
     for path in sorted(paths, key=lambda p: (p.count("."), p)):
         modules.append(ModuleInfo(path=path, class_name="", parameters=tuple(parameters.get(path, ()))))
     return ModuleTree(modules)
+
+
+def _parameters_from_initializers(proto: onnx.ModelProto) -> dict[str, list[ParameterInfo]]:
+    """Module path -> the parameters named by initializers (``encoder.layer.0.output.dense.bias``)."""
+    parameters: dict[str, list[ParameterInfo]] = {}
+    for init in proto.graph.initializer:
+        owner, dot, leaf = init.name.rpartition(".")
+        named_like_a_parameter = (
+            dot and leaf and "" not in owner.split(".") and not init.name.startswith(("/", "onnx::"))
+        )
+        if named_like_a_parameter and min(init.dims, default=0) >= 0:
+            parameters.setdefault(owner, []).append(
+                ParameterInfo(name=leaf, shape=tuple(init.dims), dtype=_numpy_dtype_name(init.data_type))
+            )
+    return parameters
+
+
+def _has_dynamo_metadata(proto: onnx.ModelProto) -> bool:
+    return any(p.key == NAME_SCOPES_KEY for node, _ in iter_proto_nodes(proto.graph) for p in node.metadata_props)
 
 
 def _numpy_dtype_name(data_type: int) -> str | None:

@@ -33,6 +33,7 @@ Layout (schema version 1):
 from __future__ import annotations
 
 __all__ = [
+    "DIRECT_SOURCES",
     "EXPORT_KEY",
     "MODEL_KEY_PREFIX",
     "MODULES_KEY",
@@ -95,6 +96,9 @@ class AttributionSource(str, enum.Enum):
 
     SCOPE = "scope"
     """From the TorchScript scope in the node name (``/encoder/layer.0/.../MatMul``)."""
+    METADATA = "metadata"
+    """From the exporter's own node metadata: the module paths torch's dynamo exporter writes under
+    ``pkg.torch.onnx.name_scopes``."""
     PARAMETER = "parameter"
     """From the parameters or buffers the node reads, writes or aliases."""
     CONTEXT = "context"
@@ -111,6 +115,20 @@ class AttributionSource(str, enum.Enum):
     (a file annotated after the fact), or a created node named after the node it replaced."""
     UNATTRIBUTED = "unattributed"
     """Not placed; the node carries a reason instead of a module."""
+
+
+DIRECT_SOURCES = frozenset(
+    {
+        AttributionSource.SCOPE.value,
+        AttributionSource.METADATA.value,
+        AttributionSource.PARAMETER.value,
+        AttributionSource.FUSION.value,
+        AttributionSource.RULE.value,
+        AttributionSource.NAME.value,
+    }
+)
+"""Sources that read evidence about the node itself; ``context`` and ``subgraph`` only infer from
+neighbours what those found."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,10 +437,23 @@ class AttributionSummary:
             )
         return cls(nodes=nodes, by_source=by_source, unattributed=tuple(unattributed))
 
+    @property
+    def direct(self) -> int:
+        """Nodes placed by evidence about themselves (:data:`DIRECT_SOURCES`), not inferred from neighbours."""
+        return sum(n for source, n in self.by_source.items() if source in DIRECT_SOURCES)
+
+    @property
+    def without_evidence(self) -> bool:
+        """True when no node carries evidence of its own: every module is then a guess from neighbours."""
+        return self.nodes > 0 and self.direct == 0
+
     def describe(self) -> str:
         """One line, e.g. ``210/210 nodes attributed (100.0%): scope 199, context 11``."""
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.by_source.items(), key=lambda kv: (-kv[1], kv[0])))
-        return f"{self.attributed}/{self.nodes} nodes attributed ({100.0 * self.coverage:.1f}%): {parts}"
+        line = f"{self.attributed}/{self.nodes} nodes attributed ({100.0 * self.coverage:.1f}%): {parts}"
+        if self.without_evidence:
+            line += " (no node carries evidence of its own: no scope, exporter metadata or parameter name)"
+        return line
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 
 def add_hierarchy_arguments(parser: ArgumentParser) -> None:
+    native_dynamo = "--dynamo" in parser._option_string_actions  # optimum-onnx main has its own
     group = parser.add_argument_group("Hierarchy (optimum-hierarchy)")
     group.add_argument(
         "--hierarchy",
@@ -32,6 +33,17 @@ def add_hierarchy_arguments(parser: ArgumentParser) -> None:
         action="store_true",
         help="With --hierarchy: fail, leaving no model file behind, if any node cannot be attributed to a module.",
     )
+    if not native_dynamo:
+        group.add_argument(
+            "--dynamo",
+            action="store_true",
+            help=(
+                "With --hierarchy: export with torch's dynamo exporter (torch.onnx.export(dynamo=True), the flag of "
+                "optimum-onnx's main branch) instead of TorchScript; onnxscript's optimizer runs after it, and the "
+                "nodes it fuses are attributed to the common module of what they replaced."
+            ),
+        )
+    parser.set_defaults(hierarchy_dynamo_flag=not native_dynamo)
 
 
 def install_export_flag() -> None:
@@ -44,6 +56,11 @@ def install_export_flag() -> None:
         if not getattr(self.args, "hierarchy", False):
             if getattr(self.args, "hierarchy_strict", False):
                 self.parser.error("--hierarchy-strict only applies together with --hierarchy")
+            if getattr(self.args, "hierarchy_dynamo_flag", False) and getattr(self.args, "dynamo", False):
+                self.parser.error(
+                    "--dynamo: this optimum-onnx has no dynamo export of its own; optimum-hierarchy provides it "
+                    "together with --hierarchy"
+                )
             return original_run(self)
         return _run_with_hierarchy(self, original_run)
 
@@ -58,7 +75,12 @@ def _run_with_hierarchy(command: Any, original_run: Any) -> None:
     args = command.args
     try:
         check_model_source(args.model)
-        result = run_with_hierarchy(lambda _out: original_run(command), args.output, strict=args.hierarchy_strict)
+        result = run_with_hierarchy(
+            lambda _out: original_run(command),
+            args.output,
+            strict=args.hierarchy_strict,
+            dynamo=bool(getattr(args, "dynamo", False)),
+        )
     except HierarchyError as e:
         print_error(str(e))
         sys.exit(1)

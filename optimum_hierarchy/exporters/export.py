@@ -75,12 +75,15 @@ def export_with_hierarchy(
     output: str | os.PathLike[str],
     *,
     strict: bool = False,
+    dynamo: bool = False,
     **main_export_kwargs: Any,
 ) -> HierarchyExportResult:
     """``optimum.exporters.onnx.main_export`` with the module hierarchy written into every ONNX file.
 
     Takes every argument of ``main_export`` (``task``, ``opset``, ``monolith``, ``optimize``,
     ``custom_onnx_configs``, ...). With ``strict=True`` an unattributed node is an error.
+    ``dynamo=True`` exports with torch's dynamo exporter (optimum-onnx's ``dynamo`` switch, see
+    :mod:`optimum_hierarchy.exporters.optimum_dynamo`); the default is Optimum's own, TorchScript.
     On failure, no annotated or half-annotated model file is left behind.
 
     Example::
@@ -93,7 +96,10 @@ def export_with_hierarchy(
     check_model_source(model_name_or_path)
     _wrap_custom_configs(main_export_kwargs)
     return run_with_hierarchy(
-        lambda out: main_export(os.fspath(model_name_or_path), out, **main_export_kwargs), output, strict=strict
+        lambda out: main_export(os.fspath(model_name_or_path), out, **main_export_kwargs),
+        output,
+        strict=strict,
+        dynamo=dynamo,
     )
 
 
@@ -102,11 +108,13 @@ def export_model_with_hierarchy(
     output: str | os.PathLike[str],
     *,
     strict: bool = False,
+    dynamo: bool = False,
     **onnx_export_from_model_kwargs: Any,
 ) -> HierarchyExportResult:
     """``optimum.exporters.onnx.onnx_export_from_model`` for an already loaded model, with hierarchy.
 
-    Takes every argument of ``onnx_export_from_model`` (``task``, ``opset``, ``optimize``, ...).
+    Takes every argument of ``onnx_export_from_model`` (``task``, ``opset``, ``optimize``, ...);
+    ``dynamo`` as for :func:`export_with_hierarchy`.
     """
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -116,6 +124,7 @@ def export_model_with_hierarchy(
         output,
         strict=strict,
         model=model,
+        dynamo=dynamo,
     )
 
 
@@ -125,10 +134,11 @@ def run_with_hierarchy(
     *,
     strict: bool = False,
     model: torch.nn.Module | None = None,
+    dynamo: bool = False,
 ) -> HierarchyExportResult:
     """Run an Optimum export (``export(output_dir)``) in a hierarchy session and finish its files.
 
-    This is what the Python API and ``optimum-cli export onnx --hierarchy`` share.
+    This is what the Python API and ``optimum-cli export onnx --hierarchy [--dynamo]`` share.
     """
     output = check_output_dir(output)
     created = not output.exists()
@@ -136,7 +146,7 @@ def run_with_hierarchy(
     try:
         with directory_lock(output):  # a second export (or an annotation) into it meanwhile fails at once
             before = onnx_files_state(output)
-            with hierarchy_export_session(strict=strict, model=model) as session:
+            with hierarchy_export_session(strict=strict, model=model, dynamo=dynamo) as session:
                 export(output)
                 return session.finalize(output, unchanged=before)
     except BaseException:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 __all__ = [
     "BertHierarchyOnnxConfig",
+    "ExportTarget",
     "GPT2HierarchyOnnxConfig",
     "HierarchyModelPatcher",
     "HierarchyOnnxConfigMixin",
     "ViTHierarchyOnnxConfig",
     "as_hierarchy_config",
+    "export_target",
     "hierarchy_onnx_config",
 ]
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import logging
@@ -27,6 +30,8 @@ from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig,
 from optimum_hierarchy.annotate import annotate_model_file, annotate_onnx_file
 from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
 from optimum_hierarchy.exporters.session import AnnotatedFile, current_session, make_export_info
+from optimum_hierarchy.rules import ArchitectureRules
+from optimum_hierarchy.schema import ExportInfo, ModuleTree
 from optimum_hierarchy.wire import ModelFile, parse_model_bytes
 
 if TYPE_CHECKING:
@@ -132,39 +137,73 @@ class HierarchyModelPatcher:
     def _annotate(self, path: Path, source: ModelFile | None = None) -> None:
         """Annotate ``path`` in place, or, given the exporter's bytes as ``source``, write them annotated."""
         session = current_session()
-        tree, root, owner = self._tree, "", self._model
-        root_model = session.root_model if session is not None else None
-        if session is not None and root_model is not None and root_model is not self._model:
-            prefix = find_module_path(root_model, self._model)
-            if prefix is not None:
-                tree, root, owner = session.root_tree(), prefix, root_model
-            else:
-                logger.warning(
-                    "%s: the exported %s is not a submodule of the model being exported; paths are relative to it.",
-                    path,
-                    type(self._model).__name__,
-                )
-        elif root_model is None and self._config.is_submodel_export():
-            logger.warning(
-                "%s: exported alone, outside an export session; module paths are relative to %s, not to "
-                "the full model. Use optimum_hierarchy.export_with_hierarchy(...) for full-model paths.",
-                path,
-                type(self._model).__name__,
-            )
-        export, rules = make_export_info(root, self._config.hierarchy_model_type(), owner)
-        strict = session.strict if session is not None else self._config.HIERARCHY_STRICT
+        target = export_target(self._model, self._config, self._tree, path)
         if source is None:
             if session is not None:
                 session.note_written(path)  # the exporter wrote it: removed if the export fails
-            summary = annotate_onnx_file(path, tree, export, strict=strict, rules=rules)
+            summary = annotate_onnx_file(path, target.tree, target.export, strict=target.strict, rules=target.rules)
         else:
-            summary = annotate_model_file(source, path, tree, export, strict=strict, rules=rules, new_file=True)
+            summary = annotate_model_file(
+                source, path, target.tree, target.export, strict=target.strict, rules=target.rules, new_file=True
+            )
             if session is not None:
                 # Only now is the file there this export's: a failure before the rename leaves what was
                 # at ``path`` (an earlier export's file) as it was, and the session must not remove it.
                 session.note_written(path)
         if session is not None:
-            session.note_annotated(AnnotatedFile(path=path, root=root, summary=summary, rules=export.rules))
+            session.note_annotated(
+                AnnotatedFile(path=path, root=target.root, summary=summary, rules=target.export.rules)
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportTarget:
+    """Where the file an export writes sits in the full model, and how to annotate it."""
+
+    tree: ModuleTree
+    root: str
+    export: ExportInfo
+    rules: ArchitectureRules | None
+    strict: bool
+
+
+def export_target(model: torch.nn.Module, config: Any, tree: ModuleTree, path: Path) -> ExportTarget:
+    """The tree, root and export record for the file ``path`` that ``model`` (of tree ``tree``) is exported to.
+
+    When an export session knows the full model and ``model`` is a submodule of it (a seq2seq encoder),
+    the file gets the full model's tree and paths; ``config`` is the export's ``OnnxConfig``.
+    """
+    session = current_session()
+    root, owner = "", model
+    root_model = session.root_model if session is not None else None
+    if session is not None and root_model is not None and root_model is not model:
+        prefix = find_module_path(root_model, model)
+        if prefix is not None:
+            tree, root, owner = session.root_tree(), prefix, root_model
+        else:
+            logger.warning(
+                "%s: the exported %s is not a submodule of the model being exported; paths are relative to it.",
+                path,
+                type(model).__name__,
+            )
+    elif root_model is None and _is_submodel_export(config):
+        logger.warning(
+            "%s: exported alone, outside an export session; module paths are relative to %s, not to "
+            "the full model. Use optimum_hierarchy.export_with_hierarchy(...) for full-model paths.",
+            path,
+            type(model).__name__,
+        )
+    model_type = config.hierarchy_model_type() if isinstance(config, HierarchyOnnxConfigMixin) else None
+    export, rules = make_export_info(root, model_type, owner)
+    if session is not None:
+        strict = session.strict
+    else:
+        strict = config.HIERARCHY_STRICT if isinstance(config, HierarchyOnnxConfigMixin) else False
+    return ExportTarget(tree=tree, root=root, export=export, rules=rules, strict=strict)
+
+
+def _is_submodel_export(config: Any) -> bool:
+    return isinstance(config, HierarchyOnnxConfigMixin) and config.is_submodel_export()
 
 
 class HierarchyOnnxConfigMixin:

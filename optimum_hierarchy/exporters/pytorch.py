@@ -14,6 +14,7 @@ from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
 from optimum_hierarchy.atomic import target_mode
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.exporters.session import make_export_info
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
 
 if TYPE_CHECKING:
@@ -45,25 +46,72 @@ class HierarchyPreservingExporter:
     ) -> tuple[onnx.ModelProto, ModuleTree]:
         """Export ``model`` to ``path`` and annotate it; returns the annotated model and the module tree.
 
-        ``dummy_input`` is what ``torch.onnx.export`` takes as ``args`` (a tensor or a tuple);
-        other keyword arguments go to ``torch.onnx.export``. The TorchScript exporter is used,
-        because its node names carry the module scopes. ``path`` is written atomically: on any
-        failure no file is left there.
+        ``dummy_input`` is what ``torch.onnx.export`` takes as ``args`` (a tensor or a tuple); other
+        keyword arguments go to ``torch.onnx.export`` (``kwargs``, ``dynamic_shapes``, ``input_names``,
+        ...). ``dynamo`` picks the exporter as ``torch.onnx.export`` does, with the same default
+        (the dynamo exporter since torch 2.9): its nodes are attributed from the module paths it
+        records (source ``metadata``), and with ``optimize`` (default ``True``) onnxscript's optimizer
+        runs after that, its fused nodes placed at the lowest common ancestor of what they replaced
+        (see :mod:`optimum_hierarchy.exporters.dynamo`). With ``dynamo=False`` the TorchScript
+        exporter runs and its node-name scopes are the evidence (source ``scope``). ``path`` is
+        written atomically: on any failure no file is left there.
         """
-        import torch
+        from optimum_hierarchy.exporters.dynamo import dynamo_is_default
 
-        if export_kwargs.pop("dynamo", False):
-            raise HierarchyExportError(
-                "dynamo=True: the hierarchy is read from TorchScript scopes; export with dynamo=False."
-            )
         path = Path(path)
         if path.is_dir():
             raise HierarchyExportError(f"{path}: is a directory; pass the path of the .onnx file to write.")
         if not path.parent.is_dir():
             raise HierarchyExportError(f"{path}: the directory {path.parent} does not exist.")
         args = dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
+        dynamo = export_kwargs.pop("dynamo", None)
+        if dynamo is None:
+            dynamo = dynamo_is_default()
         export_kwargs.setdefault("opset_version", self.opset_version)
         tree = capture_module_tree(model)
+        export, _rules = make_export_info("", _model_type(model), model)
+        if dynamo:
+            self.last_summary = self._export_dynamo(
+                model, args, path, tree=tree, export=export, export_kwargs=export_kwargs
+            )
+        else:
+            if "optimize" in export_kwargs:
+                raise HierarchyExportError("optimize: a dynamo exporter argument; the TorchScript exporter has none.")
+            self.last_summary = self._export_torchscript(
+                model, args, path, tree=tree, export=export, export_kwargs=export_kwargs
+            )
+        return load_model_proto(path), tree
+
+    def _export_dynamo(
+        self,
+        model: torch.nn.Module,
+        args: tuple[Any, ...],
+        path: Path,
+        *,
+        tree: ModuleTree,
+        export: ExportInfo,
+        export_kwargs: dict[str, Any],
+    ) -> AttributionSummary:
+        from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, save_program
+
+        optimize = bool(export_kwargs.pop("optimize", True))
+        program = export_program(model, args, **export_kwargs)
+        summary = annotate_program(program, tree, export, strict=self.strict, optimize=optimize)
+        save_program(program, path)
+        return summary
+
+    def _export_torchscript(
+        self,
+        model: torch.nn.Module,
+        args: tuple[Any, ...],
+        path: Path,
+        *,
+        tree: ModuleTree,
+        export: ExportInfo,
+        export_kwargs: dict[str, Any],
+    ) -> AttributionSummary:
+        import torch
+
         # Hidden and not *.onnx, like every temporary file here: a kill -9 cannot leave a "model" for scans.
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".export.tmp", dir=path.parent)
         os.close(fd)
@@ -76,18 +124,16 @@ class HierarchyPreservingExporter:
                     torch.onnx.export(model, args, str(tmp), dynamo=False, **export_kwargs)
             finally:
                 model.train(was_training)
-            cls = type(model)
-            model_type = getattr(getattr(model, "config", None), "model_type", None)
-            export = ExportInfo(
-                root="",
-                model_type=model_type if isinstance(model_type, str) else None,
-                model_class=f"{cls.__module__}.{cls.__qualname__}",
-            )
-            self.last_summary = annotate_onnx_file(tmp, tree, export, strict=self.strict)
+            summary = annotate_onnx_file(tmp, tree, export, strict=self.strict)
             os.chmod(tmp, target_mode(path))  # not the 0o600 of a temporary file
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        return load_model_proto(path), tree
+        return summary
+
+
+def _model_type(model: object) -> str | None:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type if isinstance(model_type, str) else None

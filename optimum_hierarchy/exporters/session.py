@@ -193,14 +193,18 @@ def onnx_files_state(output: Path) -> dict[Path, tuple[int, int]]:
 
 
 @contextlib.contextmanager
-def hierarchy_export_session(*, strict: bool = False, model: Any = None) -> Iterator[ExportSession]:
+def hierarchy_export_session(
+    *, strict: bool = False, model: Any = None, dynamo: bool = False
+) -> Iterator[ExportSession]:
     """Within this context, every ONNX config Optimum builds is hierarchy-aware.
 
     Optimum asks ``TasksManager.get_exporter_config_constructor`` for the config of the model it is
     about to export; the session wraps that call (and undoes the wrap on exit) so that the config
     class is replaced by its hierarchy-aware subclass and the full model is remembered, which lets
-    submodel exports (seq2seq encoders) keep full-model paths. On an exception, the model files the
-    session wrote are removed.
+    submodel exports (seq2seq encoders) keep full-model paths. With ``dynamo=True``, Optimum's
+    ``export_pytorch`` is replaced for the session by
+    :func:`~optimum_hierarchy.exporters.optimum_dynamo.export_pytorch_dynamo` (torch's dynamo
+    exporter). On an exception, the model files the session wrote are removed.
     """
     from optimum.exporters.tasks import TasksManager
 
@@ -228,10 +232,30 @@ def hierarchy_export_session(*, strict: bool = False, model: Any = None) -> Iter
     token = _SESSION.set(session)
     TasksManager.get_exporter_config_constructor = staticmethod(get_exporter_config_constructor)
     try:
-        yield session
+        with contextlib.ExitStack() as stack:
+            if dynamo:
+                stack.enter_context(_dynamo_export_pytorch())
+            yield session
     except BaseException:
         session.discard_written()
         raise
     finally:
         TasksManager.get_exporter_config_constructor = staticmethod(original)
         _SESSION.reset(token)
+
+
+@contextlib.contextmanager
+def _dynamo_export_pytorch() -> Iterator[None]:
+    """Optimum's ``export_pytorch`` replaced by the dynamo export for the block (``export`` calls it by name)."""
+    from optimum.exporters.onnx import convert
+
+    from optimum_hierarchy.exporters.dynamo import require_onnxscript
+    from optimum_hierarchy.exporters.optimum_dynamo import export_pytorch_dynamo
+
+    require_onnxscript()
+    original = convert.export_pytorch
+    convert.export_pytorch = export_pytorch_dynamo
+    try:
+        yield
+    finally:
+        convert.export_pytorch = original

@@ -1,0 +1,195 @@
+"""Inference from neighbours, for the nodes no direct source placed: ``context`` and ``subgraph``.
+
+A node's **context** is the lowest common ancestor (LCA) of the modules around it: its consumers,
+the owners of the parameters it reads, the nodes of its ``If`` / ``Loop`` / ``Scan`` bodies, and,
+for a node that computes on data (rather than only shaping constants and weights for its
+consumers), the producers of its inputs, a graph input counting as the exported module (the root).
+The LCA contains everything the node touches: it may be coarser than the true module, never finer.
+
+An LCA that is the root says nothing: the root contains every node. So a node whose context is
+the root is placed there only when a neighbour was itself placed at the root (a root-scoped
+``/Shape``, dynamo metadata naming the root); otherwise it is **refused**: left unattributed with
+:data:`ONLY_THE_ROOT`. For its neighbours' evidence a refused node still counts as "somewhere in
+the root", so nothing next to it can be placed finer than the truth allows.
+
+Evidence is used once every neighbour is attributed; where unattributed nodes only neighbour each
+other (chains of fused nodes after optimization), each connected group gets the LCA of everything
+around it. What is left inside a subgraph body inherits the node owning the body (``subgraph``).
+A node none of this reaches stays unattributed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NO_NEIGHBOUR_EVIDENCE", "ONLY_THE_ROOT", "infer_from_context"]
+
+import dataclasses
+from collections.abc import Callable
+
+import onnx_ir as ir
+
+from optimum_hierarchy.evidence.base import GraphView
+from optimum_hierarchy.schema import AttributionSource, ModuleTree
+
+NO_NEIGHBOUR_EVIDENCE = "no attributed neighbour (consumer, producer, parameter or subgraph)"
+ONLY_THE_ROOT = (
+    "only the root module contains everything around it (graph inputs, or modules in different branches), "
+    "and no neighbour was placed at the root: that is no evidence"
+)
+
+Assign = Callable[[int, str, AttributionSource], None]
+
+
+def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign) -> dict[int, str]:
+    """Place the nodes not in ``modules`` by context, then by subgraph; returns those left unplaced, with why."""
+    sites = view.sites
+    index = {id(s.node): i for i, s in enumerate(sites)}
+    children: dict[int, list[int]] = {}
+    for i, site in enumerate(sites):
+        if site.parent is not None and id(site.parent) in index:
+            children.setdefault(index[id(site.parent)], []).append(i)
+
+    computes: dict[int, bool] = {}
+    for i, site in enumerate(sites):
+        flag = False
+        for value in site.node.inputs:
+            if value is None:
+                continue
+            producer = value.producer()
+            if producer is None:
+                flag = value.is_graph_input()
+            else:
+                j = index.get(id(producer))
+                flag = j is not None and computes.get(j, True)
+            if flag:
+                break
+        computes[i] = flag
+
+    def consumers(node: ir.Node) -> list[int]:
+        out = []
+        for value in node.outputs:
+            for use in value.uses():
+                j = index.get(id(use[0]))
+                if j is not None:
+                    out.append(j)
+        return out
+
+    root = view.root
+    main_graph = sites[0].node.graph if sites else None
+    refused: set[int] = set()
+
+    def evidence(i: int) -> Evidence:
+        node = sites[i].node
+        params = [o for o in map(view.owner_of_name, view.table.inputs[i]) if o is not None]
+        ev = Evidence(known=list(params), unknown=[], from_params=_lca(params) if params else None)
+        ev.root_witness = root in params
+        neighbours = consumers(node) + children.get(i, [])
+        if computes[i]:
+            for value in node.inputs:
+                if value is None:
+                    continue
+                producer = value.producer()
+                if producer is None:
+                    if value.is_graph_input() and value.graph is main_graph:
+                        ev.known.append(root)
+                elif id(producer) in index:
+                    neighbours.append(index[id(producer)])
+        for j in neighbours:
+            if j in modules:
+                ev.known.append(modules[j])
+                ev.root_witness = ev.root_witness or modules[j] == root
+            elif j in refused:
+                ev.known.append(root)  # somewhere in the root, no more is known
+            else:
+                ev.unknown.append(j)
+        return ev
+
+    def place(i: int, path: str, source: AttributionSource, witness: bool) -> None:
+        if path == root and not witness:
+            refused.add(i)
+        else:
+            assign(i, path, source)
+
+    pending = [i for i in range(len(sites)) if i not in modules]
+    while pending:
+        still = []
+        for i in reversed(pending):  # backwards: chains of constants settle in one sweep
+            ev = evidence(i)
+            if ev.known and not ev.unknown:
+                path = _lca(ev.known)
+                # "parameter" when the parameters it reads alone give the answer.
+                source = AttributionSource.PARAMETER if path == ev.from_params else AttributionSource.CONTEXT
+                place(i, path, source, ev.root_witness)
+            else:
+                still.append(i)
+        still.reverse()
+        if len(still) < len(pending):
+            pending = still
+            continue
+        if _settle_groups(pending, evidence, place):
+            pending = [i for i in pending if i not in modules and i not in refused]
+            continue
+        for i in pending:
+            parent = sites[i].parent
+            j = index.get(id(parent)) if parent is not None else None
+            if j is not None and j in modules:
+                assign(i, modules[j], AttributionSource.SUBGRAPH)
+        remaining = [i for i in pending if i not in modules]
+        if len(remaining) == len(pending):
+            break
+        pending = remaining
+    left = {i: NO_NEIGHBOUR_EVIDENCE for i in pending}
+    left.update((i, ONLY_THE_ROOT) for i in refused)
+    return dict(sorted(left.items()))
+
+
+@dataclasses.dataclass
+class Evidence:
+    """What is known around one node."""
+
+    known: list[str]
+    """Module paths of attributed neighbours and parameters (the root for graph inputs and refused neighbours)."""
+    unknown: list[int]
+    """Neighbours not placed yet."""
+    from_params: str | None
+    """LCA of the owners of the parameters it reads."""
+    root_witness: bool = False
+    """A neighbour (or parameter owner) was itself placed at the root."""
+
+
+def _settle_groups(
+    pending: list[int],
+    evidence: Callable[[int], Evidence],
+    place: Callable[[int, str, AttributionSource, bool], None],
+) -> bool:
+    """Attribute each connected group of unknown nodes to the LCA of everything around it."""
+    pending_set = set(pending)
+    seen: set[int] = set()
+    progress = False
+    for start in pending:
+        if start in seen:
+            continue
+        group, known, stack = [], [], [start]
+        witness = False
+        seen.add(start)
+        while stack:
+            i = stack.pop()
+            group.append(i)
+            ev = evidence(i)
+            known += ev.known
+            witness = witness or ev.root_witness
+            for j in ev.unknown:
+                if j in pending_set and j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        if known:
+            path = _lca(known)
+            for i in group:
+                place(i, path, AttributionSource.CONTEXT, witness)
+            progress = True
+    return progress
+
+
+def _lca(paths: list[str]) -> str:
+    found = ModuleTree.lowest_common_ancestor(paths)
+    assert found is not None, "_lca needs at least one path"
+    return found
