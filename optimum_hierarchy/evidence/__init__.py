@@ -39,15 +39,14 @@ def direct_sources(
     its names and metadata are trusted as they are. Otherwise (a file annotated after the fact, or
     nodes an optimizer created since the last annotation) names are labelled ``name``, the
     per-architecture rules and output tensor names join in, and the dynamo metadata is checked
-    against the parameters each node reads. Where provenance exists, every node the dynamo
-    metadata could speak for is kept or created since: a created node's metadata is the first
-    matched node's, not evidence, so that source is left out.
+    against the parameters each node reads (onnxscript's rewriter gives a fused node the first
+    matched node's metadata). ``has_provenance`` is accepted for sources that depend on it; none does
+    today (kept nodes were placed from the provenance before the direct sources run).
     """
+    del has_provenance
     if fresh:
         return (DynamoScopes(), TorchScriptScope(AttributionSource.SCOPE), ParameterAlias())
-    sources: list[EvidenceSource] = []
-    if not has_provenance:
-        sources.append(DynamoScopes(check_parameters=True))
+    sources: list[EvidenceSource] = [DynamoScopes(check_parameters=True)]
     sources += [
         TorchScriptScope(AttributionSource.NAME),
         ParameterAlias(),

@@ -6,9 +6,13 @@ for a node that computes on data (rather than only shaping constants and weights
 consumers), the producers of its inputs, a graph input counting as the exported module (the root).
 The LCA contains everything the node touches: it may be coarser than the true module, never finer.
 
-An LCA that is the root says nothing: the root contains every node. So a node whose context is
-the root is placed there only when a neighbour was itself placed at the root (a root-scoped
-``/Shape``, dynamo metadata naming the root); otherwise it is **refused**: left unattributed with
+An LCA that is the root says little: the root contains every node, so a root reached only by
+spreading from neighbours is no evidence. A node whose context is the root is placed there only
+when there is a witness: it reads a graph input itself (the exported module's own tensors), a
+neighbour was placed at the root by direct evidence (a root-scoped ``/Shape``, dynamo metadata
+naming the root; not by context), it only shapes constants for a consumer at the root, or it
+is in the body of a node at the root.
+Otherwise it is **refused**: left unattributed with
 :data:`ONLY_THE_ROOT`. For its neighbours' evidence a refused node still counts as "somewhere in
 the root", so nothing next to it can be placed finer than the truth allows.
 
@@ -23,30 +27,43 @@ from __future__ import annotations
 __all__ = ["NO_NEIGHBOUR_EVIDENCE", "ONLY_THE_ROOT", "infer_from_context"]
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import onnx_ir as ir
 
 from optimum_hierarchy.evidence.base import GraphView
-from optimum_hierarchy.schema import AttributionSource, ModuleTree
+from optimum_hierarchy.schema import DIRECT_SOURCES, AttributionSource, ModuleTree
 
 NO_NEIGHBOUR_EVIDENCE = "no attributed neighbour (consumer, producer, parameter or subgraph)"
 ONLY_THE_ROOT = (
-    "only the root module contains everything around it (graph inputs, or modules in different branches), "
-    "and no neighbour was placed at the root: that is no evidence"
+    "only the root module contains everything around it, and nothing places it there: it reads no graph "
+    "input and no neighbour is at the root by evidence of its own"
 )
 
 Assign = Callable[[int, str, AttributionSource], None]
 
 
-def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign) -> dict[int, str]:
-    """Place the nodes not in ``modules`` by context, then by subgraph; returns those left unplaced, with why."""
+def infer_from_context(
+    view: GraphView,
+    modules: dict[int, str],
+    sources: dict[int, str],
+    assign: Assign,
+    unplaced_before: Mapping[int, str] | None = None,
+) -> dict[int, str]:
+    """Place the nodes not in ``modules`` by context, then by subgraph; returns those left unplaced, with why.
+
+    ``unplaced_before``: nodes kept from the previous annotation that it left unattributed, with their
+    reason. They stay so, and count as refused for their neighbours, exactly as in that annotation:
+    annotating the same graph twice gives the same result.
+    """
     sites = view.sites
     index = {id(s.node): i for i, s in enumerate(sites)}
     children: dict[int, list[int]] = {}
+    owner: dict[int, int] = {}
     for i, site in enumerate(sites):
         if site.parent is not None and id(site.parent) in index:
             children.setdefault(index[id(site.parent)], []).append(i)
+            owner[i] = index[id(site.parent)]
 
     computes: dict[int, bool] = {}
     for i, site in enumerate(sites):
@@ -73,16 +90,27 @@ def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign)
                     out.append(j)
         return out
 
+    consumers_of = [consumers(site.node) for site in sites]
+
+    def served(i: int) -> list[int]:
+        """Nodes whose place at the root carries over to node i: the consumers it only shapes constants
+        for, and the node owning the body it is in."""
+        out = [] if computes[i] else list(consumers_of[i])
+        if i in owner:
+            out.append(owner[i])
+        return out
+
     root = view.root
     main_graph = sites[0].node.graph if sites else None
-    refused: set[int] = set()
+    unplaced_before = unplaced_before or {}
+    refused: set[int] = set(unplaced_before)
 
     def evidence(i: int) -> Evidence:
         node = sites[i].node
         params = [o for o in map(view.owner_of_name, view.table.inputs[i]) if o is not None]
         ev = Evidence(known=list(params), unknown=[], from_params=_lca(params) if params else None)
         ev.root_witness = root in params
-        neighbours = consumers(node) + children.get(i, [])
+        neighbours = consumers_of[i] + children.get(i, [])
         if computes[i]:
             for value in node.inputs:
                 if value is None:
@@ -91,12 +119,16 @@ def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign)
                 if producer is None:
                     if value.is_graph_input() and value.graph is main_graph:
                         ev.known.append(root)
+                        ev.root_witness = True
                 elif id(producer) in index:
                     neighbours.append(index[id(producer)])
+        serves = set(served(i))
         for j in neighbours:
             if j in modules:
                 ev.known.append(modules[j])
-                ev.root_witness = ev.root_witness or modules[j] == root
+                # A node that only shapes constants for its consumers goes where they are, however they got there.
+                at_root = modules[j] == root
+                ev.root_witness = ev.root_witness or (at_root and (sources[j] in DIRECT_SOURCES or j in serves))
             elif j in refused:
                 ev.known.append(root)  # somewhere in the root, no more is known
             else:
@@ -109,7 +141,7 @@ def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign)
         else:
             assign(i, path, source)
 
-    pending = [i for i in range(len(sites)) if i not in modules]
+    pending = [i for i in range(len(sites)) if i not in modules and i not in refused]
     while pending:
         still = []
         for i in reversed(pending):  # backwards: chains of constants settle in one sweep
@@ -125,7 +157,7 @@ def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign)
         if len(still) < len(pending):
             pending = still
             continue
-        if _settle_groups(pending, evidence, place):
+        if _settle_groups(pending, evidence, place, served):
             pending = [i for i in pending if i not in modules and i not in refused]
             continue
         for i in pending:
@@ -138,7 +170,7 @@ def infer_from_context(view: GraphView, modules: dict[int, str], assign: Assign)
             break
         pending = remaining
     left = {i: NO_NEIGHBOUR_EVIDENCE for i in pending}
-    left.update((i, ONLY_THE_ROOT) for i in refused)
+    left.update((i, unplaced_before.get(i, ONLY_THE_ROOT)) for i in refused)
     return dict(sorted(left.items()))
 
 
@@ -153,13 +185,14 @@ class Evidence:
     from_params: str | None
     """LCA of the owners of the parameters it reads."""
     root_witness: bool = False
-    """A neighbour (or parameter owner) was itself placed at the root."""
+    """It reads a graph input, or a neighbour (or parameter owner) was placed at the root by direct evidence."""
 
 
 def _settle_groups(
     pending: list[int],
     evidence: Callable[[int], Evidence],
     place: Callable[[int, str, AttributionSource, bool], None],
+    served: Callable[[int], list[int]],
 ) -> bool:
     """Attribute each connected group of unknown nodes to the LCA of everything around it."""
     pending_set = set(pending)
@@ -169,22 +202,28 @@ def _settle_groups(
         if start in seen:
             continue
         group, known, stack = [], [], [start]
-        witness = False
+        witnesses: dict[int, bool] = {}
         seen.add(start)
         while stack:
             i = stack.pop()
             group.append(i)
             ev = evidence(i)
             known += ev.known
-            witness = witness or ev.root_witness
+            witnesses[i] = ev.root_witness
             for j in ev.unknown:
                 if j in pending_set and j not in seen:
                     seen.add(j)
                     stack.append(j)
+        changed = True
+        while changed:  # constants serving a witnessed node of the group go with it
+            changed = False
+            for i in group:
+                if not witnesses[i] and any(witnesses.get(j, False) for j in served(i)):
+                    witnesses[i] = changed = True
         if known:
             path = _lca(known)
-            for i in group:
-                place(i, path, AttributionSource.CONTEXT, witness)
+            for i in group:  # each node needs its own witness for the root
+                place(i, path, AttributionSource.CONTEXT, witnesses[i])
             progress = True
     return progress
 

@@ -32,7 +32,9 @@ class HierarchyPreservingExporter:
         hierarchy["encoder.layer.0"].class_name
     """
 
-    def __init__(self, *, strict: bool = False, opset_version: int | None = 18) -> None:
+    def __init__(self, *, strict: bool = False, opset_version: int | None = None) -> None:
+        """``opset_version``: ``None`` is each exporter's own default for the dynamo exporter (opset 18 or
+        newer, as torch chooses) and opset 18 for the TorchScript exporter."""
         self.strict = strict
         self.opset_version = opset_version
         self.last_summary: AttributionSummary | None = None
@@ -67,7 +69,9 @@ class HierarchyPreservingExporter:
         dynamo = export_kwargs.pop("dynamo", None)
         if dynamo is None:
             dynamo = dynamo_is_default()
-        export_kwargs.setdefault("opset_version", self.opset_version)
+        opset = self.opset_version if self.opset_version is not None else (None if dynamo else 18)
+        if opset is not None:
+            export_kwargs.setdefault("opset_version", opset)
         tree = capture_module_tree(model)
         export, _rules = make_export_info("", _model_type(model), model)
         if dynamo:

@@ -39,6 +39,8 @@ from optimum_hierarchy.walk import Site, iter_ir_sites
 
 logger = logging.getLogger(__name__)
 
+_UNPLACED_BEFORE = "left unattributed by the annotation this graph was optimized from, and kept since"
+
 SUMMARY_META_KEY = "optimum_hierarchy.summary"
 """Key in ``ir.Model.meta`` (scratch state, never saved) under which the pass leaves its summary."""
 
@@ -63,8 +65,11 @@ class AttributeNodesPass(ir.passes.InPlacePass):
        deduplicated initializer is named after the parameter it stands for).
     4. ``context``: the lowest common ancestor (LCA) of the modules around the node: its
        consumers, the parameters it reads, its ``If`` / ``Loop`` / ``Scan`` bodies, and for a node
-       that computes on data the producers of its inputs. It may be coarser than the true module,
-       not finer. A graph input is no evidence (it would only ever say "the root").
+       that computes on data the producers of its inputs (a graph input: the root). It may be
+       coarser than the true module, not finer. The root is only accepted with a witness (the node
+       reads a graph input, a neighbour is at the root by direct evidence, or it only shapes
+       constants for a consumer at the root): a root reached by spreading along the data is no
+       evidence, and the node stays unattributed.
     5. ``subgraph``: a node inside an ``If`` / ``Loop`` / ``Scan`` body with no other evidence
        inherits the module of the node that owns the body.
 
@@ -82,7 +87,8 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group them
     too; the renamed graph is what the stored provenance describes.
 
-    A node with none of these is left unattributed, with the reasons each source gave; it is counted, logged, and with
+    A node with none of these is left unattributed, with a reason (and the evidence refused, if
+    any); it is counted, logged, and with
     ``strict=True`` the pass raises :class:`AttributionError` instead. The pass recomputes
     everything from the graph on each run, so running it twice changes nothing the second time.
     """
@@ -200,11 +206,15 @@ class _Attributor:
         self.sources: dict[int, str] = {}
         self.fused: dict[int, tuple[str, ...]] = {}
         self.seeded = False
+        self.kept_unplaced: set[int] = set()
+        """Nodes the last annotation left unattributed and no optimizer touched since."""
 
     def seed(self, provenance: Provenance) -> None:
         """Place what the provenance of the previously annotated graph proves."""
         self.seeded = True
-        placements = reattribute(self.table, provenance, self.narrow)
+        kept: set[int] = set()
+        placements = reattribute(self.table, provenance, self.narrow, kept_out=kept)
+        self.kept_unplaced = kept - placements.keys()
         for i, placement in placements.items():
             if self._valid(placement):
                 self._assign(i, placement.module, placement.source)
@@ -225,22 +235,17 @@ class _Attributor:
     def run(self, *, fresh: bool = True) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
         """``fresh``: the graph is what an exporter just wrote; its scopes and metadata are trusted as such."""
         sources = direct_sources(fresh=fresh, has_provenance=self.seeded, fused_rules=self.fused_rules)
-        misses: dict[int, list[str]] = {}
         rejected: dict[int, str] = {}
         for i in range(len(self.sites)):
-            if i in self.modules:
+            if i in self.modules or i in self.kept_unplaced:
                 continue
-            reasons: list[str] = []
             for source in sources:
                 found = source.locate(self.view, i)
                 if isinstance(found, Found):
                     self._assign(i, found.module, found.source)
                     break
-                reasons.append(found.reason)
                 if found.rejected:
                     rejected.setdefault(i, found.reason)
-            else:
-                misses[i] = reasons
         if rejected:
             shown = "; ".join(f"{self.table.names[i] or '<unnamed>'}: {why}" for i, why in list(rejected.items())[:3])
             logger.warning(
@@ -249,17 +254,19 @@ class _Attributor:
                 len(rejected),
                 shown,
             )
-        left = infer_from_context(self.view, self.modules, self._assign)
-        why_left = {i: "; ".join([*_distinct(misses.get(i, [])), why]) for i, why in left.items()}
+        before = {
+            i: self.sites[i].node.metadata_props.get(schema.NODE_REASON_KEY, _UNPLACED_BEFORE)
+            for i in self.kept_unplaced
+        }
+        left = infer_from_context(self.view, self.modules, self.sources, self._assign, before)
+        # The reason names refused evidence and what the neighbours gave; the other sources' "nothing here"
+        # depends on which ran (fresh export or not), and a reason must not change when a file is annotated again.
+        why_left = {i: f"{rejected[i]}; {why}" if i in rejected else why for i, why in left.items()}
         return self.modules, self.sources, why_left
 
     def _assign(self, i: int, path: str, source: AttributionSource | str) -> None:
         self.modules[i] = path
         self.sources[i] = source.value if isinstance(source, AttributionSource) else source
-
-
-def _distinct(reasons: list[str]) -> list[str]:
-    return list(dict.fromkeys(reasons))
 
 
 def _rename_to_scopes(sites: list[Site], table: NodeTable, modules: dict[int, str]) -> bool:

@@ -58,13 +58,17 @@ def _within(path: str, ancestor: str) -> bool:
 
 
 def reattribute(
-    table: NodeTable, provenance: Provenance, narrow: Callable[[int], tuple[str, AttributionSource] | None]
+    table: NodeTable,
+    provenance: Provenance,
+    narrow: Callable[[int], tuple[str, AttributionSource] | None],
+    kept_out: set[int] | None = None,
 ) -> dict[int, Placement]:
     """Place the nodes of ``G1`` (``table``) from the provenance of ``G0``.
 
     ``narrow(i)`` returns the module a rule or the node's name gives for node ``i`` (checked here to
     lie inside the region's answer), or ``None``. Nodes missing from the result are left to the
-    generic evidence.
+    generic evidence. ``kept_out``, if given, receives the indices of every kept node (those ``G0``
+    left unattributed included).
     """
     g0 = provenance.nodes
     names, op_types, inputs, outputs = table.names, table.op_types, table.inputs, table.outputs
@@ -89,12 +93,15 @@ def reattribute(
     size = len(names)
     placements: dict[int, Placement] = {}
     kept: dict[int, int] = {}
+    if kept_out is None:
+        kept_out = set()
     for i in range(size):
         match = g0_by_name.get(names[i])
         if match is None:
             match = g0_by_signature.get((names[i], op_types[i], tuple(outputs[i])))
         if match is not None and g0[match].op_type == op_types[i]:
             kept[i] = match
+            kept_out.add(i)
             old = g0[match]
             if old.module is not None:
                 placements[i] = Placement(old.module, old.source, old.sources)

@@ -141,47 +141,63 @@ def test_unscoped_computation_is_never_finer_than_its_neighbours() -> None:
     assert module_source(props, "Fused_0") == ("encoder.layer", "context")
 
 
-def test_a_graph_input_alone_is_no_evidence_for_the_root() -> None:
-    """The Cast may be in the root (it reads the graph input) or in ``query``: only the root contains both,
-    and the root contains everything, so the node is unattributed rather than counted at the root."""
+def test_graph_input_counts_as_the_exported_module() -> None:
     proto = make_model(
         [
             helper.make_node("Cast", ["x"], ["a"], name="", to=TensorProto.FLOAT),
             helper.make_node("Relu", ["a"], ["y"], name="/encoder/layer.0/query/Relu"),
         ]
     )
-    props, model, _ = run(proto)
-    assert module_source(props, "") == (None, "unattributed")
-    assert "only the root module contains everything around it" in props[""][schema.NODE_REASON_KEY]
-    summary = model.meta[SUMMARY_META_KEY]
-    assert summary.attributed == 1 and summary.unattributed[0].op_type == "Cast"
-
-
-def test_a_graph_input_never_gives_a_finer_module_than_the_root() -> None:
-    """With a neighbour placed at the root by its scope, the root is evidence: the Cast goes there."""
-    proto = make_model(
-        [
-            helper.make_node("Cast", ["x"], ["a"], name="", to=TensorProto.FLOAT),
-            helper.make_node("Relu", ["a"], ["b"], name="/encoder/layer.0/query/Relu"),
-            helper.make_node("Neg", ["a"], ["c"], name="/Neg"),
-            helper.make_node("Add", ["b", "c"], ["y"], name="/Add"),
-        ]
-    )
     props, _, _ = run(proto)
     assert module_source(props, "") == ("", "context")
 
 
-def test_a_node_next_to_a_refused_one_is_not_placed_finer() -> None:
-    """The Constant feeds the refused Cast (somewhere in the root) and ``query``: it is refused too."""
+def test_a_root_spread_from_neighbours_is_no_evidence() -> None:
+    """The Neg reads no graph input: its context is the root only because the Cast before it was put there by
+    context. Only the root contains both, and the root contains everything: unattributed, not counted."""
     proto = make_model(
         [
-            helper.make_node("Constant", [], ["k"], name="Constant_1", value=t("k")),
-            helper.make_node("Add", ["x", "k"], ["a"], name=""),
-            helper.make_node("Mul", ["a", "k"], ["y"], name="/encoder/layer.0/query/Mul"),
+            helper.make_node("Cast", ["x"], ["a"], name="", to=TensorProto.FLOAT),
+            helper.make_node("Neg", ["a"], ["b"], name="Neg_1"),
+            helper.make_node("Relu", ["b"], ["y"], name="/encoder/layer.0/query/Relu"),
+        ]
+    )
+    props, model, _ = run(proto)
+    assert module_source(props, "") == ("", "context")
+    assert module_source(props, "Neg_1") == (None, "unattributed")
+    assert "only the root module contains everything around it" in props["Neg_1"][schema.NODE_REASON_KEY]
+    summary = model.meta[SUMMARY_META_KEY]
+    assert summary.attributed == 2 and [u.node for u in summary.unattributed] == ["Neg_1"]
+
+
+def test_a_root_neighbour_by_evidence_witnesses_the_root() -> None:
+    """With a neighbour placed at the root by its scope, the root is evidence."""
+    proto = make_model(
+        [
+            helper.make_node("Cast", ["x"], ["a"], name="", to=TensorProto.FLOAT),
+            helper.make_node("Neg", ["a"], ["b"], name="Neg_1"),
+            helper.make_node("Relu", ["b"], ["c"], name="/encoder/layer.0/query/Relu"),
+            helper.make_node("Abs", ["b"], ["d"], name="/Abs"),
+            helper.make_node("Add", ["c", "d"], ["y"], name="/Add"),
         ]
     )
     props, _, _ = run(proto)
-    assert module_source(props, "") == (None, "unattributed")
+    assert module_source(props, "Neg_1") == ("", "context")
+
+
+def test_a_node_next_to_a_refused_one_is_not_placed_finer() -> None:
+    """The Constant feeds the refused Neg (somewhere in the root) and ``query``: it cannot be put in ``query``."""
+    proto = make_model(
+        [
+            helper.make_node("Constant", [], ["k"], name="Constant_1", value=t("k")),
+            helper.make_node("Cast", ["x"], ["a"], name="", to=TensorProto.FLOAT),
+            helper.make_node("Neg", ["a"], ["b"], name="Neg_1"),
+            helper.make_node("Add", ["b", "k"], ["c"], name="Add_1"),
+            helper.make_node("Mul", ["c", "k"], ["y"], name="/encoder/layer.0/query/Mul"),
+        ]
+    )
+    props, _, _ = run(proto)
+    assert module_source(props, "Neg_1") == (None, "unattributed")
     assert module_source(props, "Constant_1") == (None, "unattributed")
 
 
