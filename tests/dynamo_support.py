@@ -67,7 +67,8 @@ def created_regions(before: onnx.ModelProto, after: onnx.ModelProto) -> list[tup
     ``before`` does not have, each with the names of the ``before`` nodes it replaced.
 
     Replaced: the ``before`` nodes gone from ``after`` that lie behind the region's outputs known to ``before``,
-    walking producers back to tensors that still exist in ``after``.
+    walking producers back to tensors that still exist in ``after``; and those gone from ``after`` that read a
+    weight (initializer) the region now reads: the region took over their use of it.
     """
     old_nodes = {(n.name, n.op_type) for n in before.graph.node}
     new = [n for n in after.graph.node if (n.name, n.op_type) not in old_nodes]
@@ -76,6 +77,7 @@ def created_regions(before: onnx.ModelProto, after: onnx.ModelProto) -> list[tup
     after_tensors = {t for n in after.graph.node for t in (*n.input, *n.output)} | {i.name for i in after.graph.input}
     after_tensors |= {i.name for i in after.graph.initializer}
     producer = {t: n for n in before.graph.node for t in n.output}
+    initializers = {i.name for i in before.graph.initializer} & {i.name for i in after.graph.initializer}
     # Regions: union of created nodes sharing a tensor unknown to `before`.
     parent = list(range(len(new)))
 
@@ -115,5 +117,9 @@ def created_regions(before: onnx.ModelProto, after: onnx.ModelProto) -> list[tup
                 if t and t not in seen:
                     seen.add(t)
                     stack.append(t)
+        weights = {t for n in nodes for t in n.input if t in initializers}
+        replaced.update(
+            n.name for n in before.graph.node if (n.name, n.op_type) not in after_names and weights & set(n.input)
+        )
         regions.append((nodes, replaced))
     return regions

@@ -63,5 +63,12 @@ def print_annotated_files(files: Sequence[AnnotatedFile], title: str, *, base: P
             highlight=False,
         )
     for f in files:
+        if f.summary.without_evidence:
+            console.print(
+                f"Notice: {f.path.name}: no node carries evidence of its own (no TorchScript scope, dynamo exporter "
+                "metadata or parameter name); every module shown is inferred from neighbours. Re-export with "
+                "--hierarchy, or give --config MODEL_DIR.",
+                highlight=False,
+            )
         for u in f.summary.unattributed:
             console.print(f"unattributed: {f.path.name}: {u.node} ({u.op_type}): {u.reason}", highlight=False)
