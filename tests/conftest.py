@@ -6,8 +6,11 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
+from dynamo_cases import KINDS, TORCHSCRIPT_KINDS, DynamoCase, build_case_model
 from support import MODELS, run_cli, task_of
 
+from optimum_hierarchy import HierarchyPreservingExporter
 from optimum_hierarchy.demo import build_tiny_model
 
 
@@ -38,6 +41,37 @@ def plain_exports(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPath
     for name in MODELS:
         run_cli("export", "onnx", "--model", str(model_dirs[name]), "--task", task_of(name), str(out / name))
     return {name: out / name for name in MODELS}
+
+
+@pytest.fixture(scope="session")
+def dynamo_cases(  # tiny models exported with torch's dynamo exporter, plain and with the hierarchy
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, DynamoCase]:
+    out = tmp_path_factory.mktemp("dynamo")
+    cases = {}
+    for kind in KINDS:
+        model, args, kwargs = build_case_model(kind)
+        case = DynamoCase(
+            kind=kind,
+            model=model,
+            args=args,
+            kwargs=kwargs,
+            plain=out / f"{kind}.plain.onnx",
+            plain_optimized=out / f"{kind}.plain_optimized.onnx",
+            annotated=out / f"{kind}.annotated.onnx",
+            annotated_optimized=out / f"{kind}.annotated_optimized.onnx",
+            torchscript=out / f"{kind}.torchscript.onnx",
+        )
+        with torch.no_grad():
+            torch.onnx.export(model, args, kwargs=kwargs, dynamo=True, optimize=False).save(case.plain)
+            torch.onnx.export(model, args, kwargs=kwargs, dynamo=True).save(case.plain_optimized)
+        exporter = HierarchyPreservingExporter()
+        exporter.export_with_hierarchy(model, args, case.annotated, kwargs=kwargs, dynamo=True, optimize=False)
+        exporter.export_with_hierarchy(model, args, case.annotated_optimized, kwargs=kwargs)
+        if kind in TORCHSCRIPT_KINDS:
+            exporter.export_with_hierarchy(model, args, case.torchscript, dynamo=False)
+        cases[kind] = case
+    return cases
 
 
 @pytest.fixture(autouse=True)
