@@ -28,6 +28,12 @@ Scaling: GPT-2 configs of hidden size 64 with 12, 48, 96 and 192 layers (3k to 5
 attribution pass (``annotate_onnx_model`` on the loaded graph, I/O excluded) in microseconds per
 node, and a module query on the largest one.
 
+``--dynamo`` adds, for BERT and GPT-2 (no past), torch's dynamo exporter: wall time and peak RSS of
+``HierarchyPreservingExporter(...).export_with_hierarchy(..., dynamo=True)`` over a plain
+``torch.onnx.export(..., dynamo=True)`` + ``save`` in fresh processes (both with onnxscript's
+optimizer, the default), and annotating the plain dynamo file after the fact (``restore_hierarchy``)
+over one ``onnx.load`` + ``onnx.save`` of it.
+
 ``--large`` adds a GPT-2 of about 3.3 GB (hidden size 1600, 24 layers), whose export writes its
 weights as external data: export wall time and peak memory, the passes against a load without
 external data + save, the retriever, and the size overhead, one pair each.
@@ -65,6 +71,9 @@ TARGETS = {
     "passes / load+save (external data)": (None, 1.3),
     "inference latency": (0.98, 1.02),
     "retriever / bare load": (None, 1.2),
+    "dynamo export wall": (None, 1.05),
+    "dynamo export peak RSS": (None, 1.05),
+    "annotate dynamo file / load+save": (None, 1.3),
 }
 
 
@@ -90,6 +99,75 @@ def child_export(model_dir: str, out: str, task: str, hierarchy: bool, optimize:
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"wall": wall, "peak_mb": peak_kb / 1024}))
+
+
+def child_dynamo_export(model_dir: str, out: str, hierarchy: bool) -> None:
+    """One dynamo export in this (fresh) process; prints its wall time and peak RSS as JSON."""
+    import resource
+
+    import torch
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    model = getattr(transformers, config.architectures[0]).from_pretrained(model_dir).eval()
+    model.config.use_cache = False  # torch.export cannot take the default cache: no past
+    ids = torch.randint(0, 1000, (2, 16))
+    start = time.perf_counter()
+    if hierarchy:
+        from optimum_hierarchy import HierarchyPreservingExporter
+
+        HierarchyPreservingExporter().export_with_hierarchy(model, (ids,), out, dynamo=True)
+    else:
+        with torch.no_grad():
+            torch.onnx.export(model, (ids,), dynamo=True).save(out)
+    wall = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"wall": wall, "peak_mb": peak_kb / 1024}))
+
+
+def measure_dynamo(name: str, model_dir: Path, work: Path, repeats: int) -> dict[str, Any]:
+    """Dynamo export with the hierarchy over the plain dynamo export; annotating the plain file over load+save."""
+    results: dict[str, list[dict[str, float]]] = {"plain": [], "hierarchy": []}
+    for i in range(repeats):
+        for hierarchy in (False, True) if i % 2 == 0 else (True, False):
+            side = "hierarchy" if hierarchy else "plain"
+            out = work / f"dynamo_{side}.onnx"
+            args = [sys.executable, __file__, "_dynamo", str(model_dir), str(out), "1" if hierarchy else "0"]
+            completed = subprocess.run(
+                args, capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONWARNINGS="ignore")
+            )
+            if completed.returncode != 0:
+                raise RuntimeError(f"dynamo export failed: {' '.join(args)}\n{completed.stderr[-3000:]}")
+            record = json.loads(completed.stdout.strip().splitlines()[-1])
+            results[side].append(record)
+            log(f"    dynamo {side}: {record['wall']:.2f} s, {record['peak_mb']:.0f} MB")
+    row: dict[str, Any] = {}
+    for key, field in (("dynamo export wall", "wall"), ("dynamo export peak RSS", "peak_mb")):
+        ratios = [h[field] / p[field] for p, h in zip(results["plain"], results["hierarchy"], strict=True)]
+        row[key] = {
+            **summary(ratios),
+            "plain": statistics.median(r[field] for r in results["plain"]),
+            "hierarchy": statistics.median(r[field] for r in results["hierarchy"]),
+        }
+    import onnx
+
+    from optimum_hierarchy import restore_hierarchy
+
+    plain = work / "dynamo_plain.onnx"
+    scratch = work / "dynamo_scratch"
+    scratch.mkdir(exist_ok=True)
+
+    def load_save() -> float:
+        target = scratch / "copy.onnx"
+        return timed(lambda: onnx.save(onnx.load(str(plain)), str(target)))
+
+    def annotate() -> float:
+        target = scratch / "model.onnx"
+        shutil.copy(plain, target)
+        return timed(lambda: restore_hierarchy(target))
+
+    row["annotate dynamo file / load+save"] = paired(repeats, load_save, annotate)
+    return row
 
 
 def run_export(model_dir: Path, out: Path, task: str, hierarchy: bool, optimize: str | None) -> dict[str, float]:
@@ -431,6 +509,9 @@ def report(results: dict[str, Any]) -> str:
             ("passes / load+save (external data)", "passes / load+save (external data)", "s", 1.0),
             ("inference latency", "inference latency", "ms", 1e3),
             ("retriever / bare load", "retriever / bare load", "s", 1.0),
+            ("dynamo export wall", "dynamo export wall", "s", 1.0),
+            ("dynamo export peak RSS", "dynamo export peak RSS", "MB", 1.0),
+            ("annotate dynamo file / load+save", "annotate dynamo file / load+save", "s", 1.0),
         ):
             if key not in model:
                 continue
@@ -489,6 +570,9 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_dynamo":
+        child_dynamo_export(argv[1], argv[2], argv[3] == "1")
+        return 0
     if argv and argv[0] == "_export":
         model_dir, out, task, hierarchy, optimize = argv[1:6]
         child_export(model_dir, out, task, hierarchy == "1", optimize or None)
@@ -503,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--tiny", action="store_true", help="Tiny models: a smoke test of this script.")
     parser.add_argument("--large", action="store_true", help="Also a GPT-2 of 3.3 GB, with external data.")
+    parser.add_argument("--dynamo", action="store_true", help="Also torch's dynamo exporter (BERT, GPT-2).")
+    parser.add_argument("--only-dynamo", action="store_true", help="Only the dynamo rows (implies --dynamo).")
     args = parser.parse_args(argv)
 
     import onnxruntime
@@ -526,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in filter(None, args.models.split(",")):
         log(f"{name}")
+        if args.only_dynamo:
+            break
         work = args.work / name
         model_dir = work / "model"
         if not (model_dir / "config.json").is_file():
@@ -555,6 +643,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None:  # what is measured so far, in case the run is cut short
             args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(report(results), flush=True)
+    if args.dynamo or args.only_dynamo:
+        for name in ("bert", "gpt2"):
+            log(f"{name}: dynamo")
+            work = args.work / name
+            model_dir = work / "model"
+            if not (model_dir / "config.json").is_file():
+                build_model(name, model_dir, tiny=args.tiny)
+            results["models"].setdefault(name, {}).update(measure_dynamo(name, model_dir, work, args.repeats))
+            if args.json is not None:
+                args.json.write_text(json.dumps(results, indent=1) + "\n")
     if args.large:
         log("large GPT-2 (external data)")
         results["models"]["gpt2-3.3GB"] = measure_large(args.work / "large", args.repeats)

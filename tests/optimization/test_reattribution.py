@@ -514,12 +514,20 @@ def test_unannotated_optimized_export_is_annotated_from_names(
             else:
                 restore_hierarchy(target)
             nodes = _graph(target / "model.onnx")
-            assert all(n["module"] is not None for n in nodes), (name, with_config)
-            assert {n["source"] for n in nodes} <= {"name", "rule", "context", "parameter"}
+            # Left unattributed only where nothing but the root, spread from neighbours, was around: nodes
+            # the provenance itself puts at the root (BERT's attention-mask ReduceSum after O2).
+            unplaced = [n for n in nodes if n["module"] is None]
+            assert all(n["source"] == "unattributed" and exact[n["name"]] == "" for n in unplaced), (name, unplaced)
+            assert len(unplaced) <= 0.05 * len(nodes), (name, with_config, len(unplaced))
+            assert {n["source"] for n in nodes} <= {"name", "rule", "context", "parameter", "unattributed"}
             agree = sum(exact[n["name"]] == n["module"] for n in nodes)
             if with_config:
                 # with the model's config the tree is the real one: same answer as the provenance
-                wrong = [(n["name"], n["module"], exact[n["name"]]) for n in nodes if exact[n["name"]] != n["module"]]
+                wrong = [
+                    (n["name"], n["module"], exact[n["name"]])
+                    for n in nodes
+                    if n["module"] is not None and exact[n["name"]] != n["module"]
+                ]
                 assert not wrong, (name, wrong[:5])
             else:
                 assert agree >= 0.9 * len(nodes), (name, agree, len(nodes))
