@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from dynamo_support import (
     sources_of,
     within,
 )
+from support import run_cli
 from torch import nn
 
 from optimum_hierarchy import read_hierarchy
@@ -135,3 +137,23 @@ def test_onnxscript_fusions_sit_at_the_lca_of_what_they_replaced(
             assert found is not None and within(found, expected), (node.name, found, expected)
             if len(nodes) == 1:
                 assert found == expected, (node.name, found, expected, sorted(replaced))
+
+
+def test_decoder_trees_are_optimums_torchscript_exports_trees(
+    dynamo_cases: dict[str, DynamoCase], cli_exports: dict[str, Path], model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """GPT-2 and Llama: the TorchScript exporter needs Optimum's patcher for transformers' masks, so the trees are
+    compared with `optimum-cli export onnx --hierarchy` (TorchScript) of a model of the same config."""
+    from optimum_hierarchy.demo import build_tiny_model
+
+    assert (
+        read_hierarchy(dynamo_cases["gpt2"].annotated_optimized).tree
+        == read_hierarchy(cli_exports["gpt2"] / "model.onnx").tree
+    )
+    llama = tmp_path / "llama"
+    build_tiny_model("llama", llama)
+    run_cli("export", "onnx", "--model", str(llama), "--task", "text-generation", "--hierarchy", str(tmp_path / "out"))
+    assert (
+        read_hierarchy(dynamo_cases["llama"].annotated_optimized).tree
+        == read_hierarchy(tmp_path / "out" / "model.onnx").tree
+    )
