@@ -49,6 +49,7 @@ from optimum_hierarchy.walk import iter_ir_sites
 from optimum_hierarchy.wire import PROTOBUF_LIMIT
 
 if TYPE_CHECKING:
+    import onnx
     import torch
     from torch.onnx import ONNXProgram
 
@@ -161,10 +162,11 @@ def _all_values(graph: ir.Graph) -> Iterator[ir.Value]:
         yield from site.node.outputs
 
 
-def save_program(program: ONNXProgram, path: str | os.PathLike[str]) -> None:
+def save_program(program: ONNXProgram, path: str | os.PathLike[str]) -> onnx.ModelProto | None:
     """Write the program's model to ``path`` atomically: nothing is left there if this fails.
 
-    A model whose weights exceed protobuf's 2 GB limit is written with them in ``<name>_data``.
+    Returns the ``ModelProto`` written, or ``None`` for a model whose weights exceed protobuf's 2 GB
+    limit, which is written with them in ``<name>_data``.
     """
     path = Path(path)
     model = program.model
@@ -173,7 +175,7 @@ def save_program(program: ONNXProgram, path: str | os.PathLike[str]) -> None:
         if weights < PROTOBUF_LIMIT // 2:
             proto = ir.serde.serialize_model(model)
             atomic_write(path, proto.SerializeToString(), durable=False)
-            return
+            return proto
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".export.tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(tmp_name)
@@ -185,5 +187,6 @@ def save_program(program: ONNXProgram, path: str | os.PathLike[str]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
+        return None
     except OSError as e:
         raise HierarchyExportError(f"{path}: cannot be written ({e}).") from e

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.capture.module_tree import capture_module_tree
+from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, name_dynamic_axes, save_program
 from optimum_hierarchy.exporters.session import AnnotatedFile, current_session
 
@@ -79,6 +80,13 @@ def export_pytorch_dynamo(
             output_names = list(config.outputs)
             kwargs = {name: dummy_inputs[name] for name in input_names if name in dummy_inputs}
             kwargs.update((k, v) for k, v in dummy_inputs.items() if k not in kwargs)
+            nested = [k for k, v in kwargs.items() if not isinstance(v, torch.Tensor)]
+            if nested:
+                raise HierarchyExportError(
+                    f"{output.name}: the dynamo export takes tensor inputs only, and {', '.join(nested)} "
+                    "is not one (past key values: a task ending in -with-past). Export the task without "
+                    "-with-past with --dynamo, or this one without --dynamo (TorchScript)."
+                )
             # Dim.AUTO, not the axis names: an axis Optimum calls dynamic may be static in the model (a
             # ViT's image size), which torch.export refuses for a name (Dim.DYNAMIC). Named afterwards.
             axes = {} if no_dynamic_axes else {name: dict(inputs.get(name, {})) for name in kwargs}

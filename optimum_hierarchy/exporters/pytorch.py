@@ -75,7 +75,7 @@ class HierarchyPreservingExporter:
         tree = capture_module_tree(model)
         export, _rules = make_export_info("", _model_type(model), model)
         if dynamo:
-            self.last_summary = self._export_dynamo(
+            self.last_summary, written = self._export_dynamo(
                 model, args, path, tree=tree, export=export, export_kwargs=export_kwargs
             )
         else:
@@ -84,7 +84,8 @@ class HierarchyPreservingExporter:
             self.last_summary = self._export_torchscript(
                 model, args, path, tree=tree, export=export, export_kwargs=export_kwargs
             )
-        return load_model_proto(path), tree
+            written = None
+        return (written if written is not None else load_model_proto(path)), tree
 
     def _export_dynamo(
         self,
@@ -95,14 +96,14 @@ class HierarchyPreservingExporter:
         tree: ModuleTree,
         export: ExportInfo,
         export_kwargs: dict[str, Any],
-    ) -> AttributionSummary:
+    ) -> tuple[AttributionSummary, onnx.ModelProto | None]:
+        """The summary, and the proto written (``None`` when its weights went to external data)."""
         from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, save_program
 
         optimize = bool(export_kwargs.pop("optimize", True))
         program = export_program(model, args, **export_kwargs)
         summary = annotate_program(program, tree, export, strict=self.strict, optimize=optimize)
-        save_program(program, path)
-        return summary
+        return summary, save_program(program, path)
 
     def _export_torchscript(
         self,

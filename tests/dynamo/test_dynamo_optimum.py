@@ -173,3 +173,21 @@ def test_dynamic_int8_quantization_of_a_dynamo_export(
     for node in after.graph.node:  # a quantized MatMul stays in its Linear (or Conv1D) module
         if node.op_type == "MatMulInteger":
             assert module_of(node) in dict(case.model.named_modules()), node.name
+
+
+def test_cli_dynamo_with_past_is_refused_clearly(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    completed = run_cli(
+        "export", "onnx", "--model", str(model_dirs["gpt2"]), "--task", "text-generation-with-past", "--hierarchy",
+        "--dynamo", str(out), check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert "-with-past" in completed.stderr and "Traceback" not in completed.stderr
+    assert not list(out.glob("*.onnx"))
+
+
+def test_cli_dynamo_without_hierarchy_is_refused(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    completed = run_cli(
+        "export", "onnx", "--model", str(model_dirs["bert"]), "--dynamo", str(tmp_path / "out"), check=False
+    )
+    assert completed.returncode == 2 and "--dynamo" in completed.stderr
