@@ -4,6 +4,7 @@ replaced (computed here from the graphs before and after)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 from pathlib import Path
@@ -96,6 +97,12 @@ def test_cli_dynamo_export_is_attributed_from_the_exporters_metadata(
     stdout = (dynamo_cli_exports[name].parent / f"{name}.stdout").read_text()
     assert f"{len(sources)}/{len(sources)} nodes" in stdout.replace("Attributed ", "")
     torch_model = load_torch_model(name, model_dirs[name])
+    counts = collections.Counter((module_of(n), n.op_type) for n in model.graph.node)
+    with_nodes = {module_of(n) for n in model.graph.node}
+    linears = [p for p, m in torch_model.named_modules() if isinstance(m, torch.nn.Linear) and p in with_nodes]
+    assert linears  # BERT's pooler is not in a feature-extraction export: a Linear without nodes is skipped
+    for linear in linears:
+        assert counts[(linear, "MatMul")] + counts[(linear, "Gemm")] == 1, linear
     tree = read_hierarchy(dynamo_cli_exports[name] / "model.onnx").tree
     assert [(p, tree[p].class_name) for p in tree] == [
         (p, f"{type(m).__module__}.{type(m).__qualname__}") for p, m in torch_model.named_modules()
