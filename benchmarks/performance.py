@@ -587,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     parser.add_argument("--tiny", action="store_true", help="Tiny models: a smoke test of this script.")
     parser.add_argument("--large", action="store_true", help="Also a GPT-2 of 3.3 GB, with external data.")
-    parser.add_argument("--dynamo", action="store_true", help="Also torch's dynamo exporter (BERT, GPT-2).")
+    parser.add_argument(
+        "--dynamo", action="store_true", help="Also torch's dynamo exporter (BERT and GPT-2 among --models)."
+    )
     parser.add_argument("--only-dynamo", action="store_true", help="Only the dynamo rows (implies --dynamo).")
     args = parser.parse_args(argv)
 
@@ -644,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(report(results), flush=True)
     if args.dynamo or args.only_dynamo:
-        for name in ("bert", "gpt2"):
+        for name in [m for m in args.models.split(",") if m in ("bert", "gpt2")]:
             log(f"{name}: dynamo")
             work = args.work / name
             model_dir = work / "model"
