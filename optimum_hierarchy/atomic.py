@@ -9,7 +9,7 @@ abandoned files: those no live process holds the lock of.
 
 from __future__ import annotations
 
-__all__ = ["atomic_write", "directory_lock", "target_mode"]
+__all__ = ["atomic_write", "directory_lock", "target_mode", "write_through_temporary"]
 
 import contextlib
 import os
@@ -83,6 +83,28 @@ def atomic_write(
     finally:
         if lock >= 0:
             os.close(lock)
+
+
+def write_through_temporary(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
+    """Have ``write`` produce the file at a temporary path beside ``path``, then rename it into place.
+
+    For writers that need a path rather than an open file (an exporter, ``onnx_ir.save`` with external
+    data). The temporary file is hidden and not ``*.onnx`` (``.<name>.<random>.export.tmp``), so that a
+    killed process cannot leave a "model" behind for scans; it gets the permissions of the file it
+    replaces (:func:`target_mode`), and is removed on any failure, leaving ``path`` untouched.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".export.tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, target_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def _locked_temporary(path: Path) -> tuple[int, str]:

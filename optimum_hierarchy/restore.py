@@ -31,7 +31,7 @@ import onnx
 from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
-from optimum_hierarchy.evidence.dynamo_metadata import NAME_SCOPES_KEY, tree_from_dynamo
+from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata, tree_from_dynamo
 from optimum_hierarchy.exporters.session import AnnotatedFile
 from optimum_hierarchy.rules import rules_for_model_type
 from optimum_hierarchy.schema import (
@@ -132,11 +132,8 @@ def _restore_file(
     if config is not None:
         tree, model_type, model_class = tree_from_config(config)
         tree_origin = str(config)
-    elif _has_dynamo_metadata(proto):
-        tree = tree_from_dynamo(
-            ({p.key: p.value for p in node.metadata_props} for node, _ in iter_proto_nodes(proto.graph)),
-            _parameters_from_initializers(proto),
-        )
+    elif has_dynamo_metadata(nodes_metadata := [_props(node) for node, _ in iter_proto_nodes(proto.graph)]):
+        tree = tree_from_dynamo(nodes_metadata, _parameters_from_initializers(proto))
         tree_origin = "the dynamo exporter's node metadata"
     else:
         tree = tree_from_names(proto)
@@ -227,8 +224,8 @@ def _parameters_from_initializers(proto: onnx.ModelProto) -> dict[str, list[Para
     return parameters
 
 
-def _has_dynamo_metadata(proto: onnx.ModelProto) -> bool:
-    return any(p.key == NAME_SCOPES_KEY for node, _ in iter_proto_nodes(proto.graph) for p in node.metadata_props)
+def _props(node: onnx.NodeProto) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
 
 
 def _numpy_dtype_name(data_type: int) -> str | None:

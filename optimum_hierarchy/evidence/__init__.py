@@ -30,9 +30,7 @@ from optimum_hierarchy.rules import FusedNodeRule
 from optimum_hierarchy.schema import AttributionSource
 
 
-def direct_sources(
-    *, fresh: bool, has_provenance: bool, fused_rules: Sequence[FusedNodeRule] = ()
-) -> tuple[EvidenceSource, ...]:
+def direct_sources(*, fresh: bool, fused_rules: Sequence[FusedNodeRule] = ()) -> tuple[EvidenceSource, ...]:
     """The direct sources, in order, for one attribution run.
 
     ``fresh``: the graph is what an exporter of this package just wrote (before any optimizer), so
@@ -40,10 +38,8 @@ def direct_sources(
     nodes an optimizer created since the last annotation) names are labelled ``name``, the
     per-architecture rules and output tensor names join in, and the dynamo metadata is checked
     against the parameters each node reads (onnxscript's rewriter gives a fused node the first
-    matched node's metadata). ``has_provenance`` is accepted for sources that depend on it; none does
-    today (kept nodes were placed from the provenance before the direct sources run).
+    matched node's metadata). Kept nodes were placed from the provenance before these run.
     """
-    del has_provenance
     if fresh:
         return (DynamoScopes(), TorchScriptScope(AttributionSource.SCOPE), ParameterAlias())
     sources: list[EvidenceSource] = [DynamoScopes(check_parameters=True)]

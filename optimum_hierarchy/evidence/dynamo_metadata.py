@@ -182,7 +182,7 @@ class DynamoScopes:
     def __init__(self, *, check_parameters: bool = False) -> None:
         self.check_parameters = check_parameters
         self._owners: dict[str, frozenset[str]] | None = None
-        self._readers: dict[int, collections.Counter[str]] = {}
+        self._readers: tuple[GraphView, collections.Counter[str]] | None = None
 
     def locate(self, view: GraphView, i: int) -> Found | Missing:
         try:
@@ -208,11 +208,9 @@ class DynamoScopes:
 
     def _parameters_outside(self, view: GraphView, i: int, module: str) -> str | None:
         owners = self._owner_sets(view.tree)
-        readers = self._readers.get(id(view))
-        if readers is None:
-            readers = self._readers[id(view)] = collections.Counter(
-                n for names in view.table.inputs for n in set(names)
-            )
+        if self._readers is None or self._readers[0] is not view:
+            self._readers = (view, collections.Counter(n for names in view.table.inputs for n in set(names)))
+        readers = self._readers[1]
         for name in view.table.inputs[i]:
             if not name or readers[name] > 1:
                 continue

@@ -28,18 +28,16 @@ __all__ = [
     "save_program",
 ]
 
-import contextlib
 import importlib.util
 import inspect
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import onnx_ir as ir
 
-from optimum_hierarchy.atomic import atomic_write, target_mode
+from optimum_hierarchy.atomic import atomic_write, write_through_temporary
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.provenance import decode_provenance
@@ -176,17 +174,7 @@ def save_program(program: ONNXProgram, path: str | os.PathLike[str]) -> onnx.Mod
             proto = ir.serde.serialize_model(model)
             atomic_write(path, proto.SerializeToString(), durable=False)
             return proto
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".export.tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            ir.save(model, tmp, external_data=f"{path.name}_data")
-            os.chmod(tmp, target_mode(path))
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        write_through_temporary(path, lambda tmp: ir.save(model, tmp, external_data=f"{path.name}_data"))
         return None
     except OSError as e:
         raise HierarchyExportError(f"{path}: cannot be written ({e}).") from e

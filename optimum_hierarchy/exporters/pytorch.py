@@ -4,14 +4,12 @@ from __future__ import annotations
 
 __all__ = ["HierarchyPreservingExporter"]
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
-from optimum_hierarchy.atomic import target_mode
+from optimum_hierarchy.atomic import write_through_temporary
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.session import make_export_info
@@ -117,11 +115,9 @@ class HierarchyPreservingExporter:
     ) -> AttributionSummary:
         import torch
 
-        # Hidden and not *.onnx, like every temporary file here: a kill -9 cannot leave a "model" for scans.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".export.tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        summaries: list[AttributionSummary] = []
+
+        def write(tmp: Path) -> None:
             was_training = model.training
             model.eval()
             try:
@@ -129,13 +125,10 @@ class HierarchyPreservingExporter:
                     torch.onnx.export(model, args, str(tmp), dynamo=False, **export_kwargs)
             finally:
                 model.train(was_training)
-            summary = annotate_onnx_file(tmp, tree, export, strict=self.strict)
-            os.chmod(tmp, target_mode(path))  # not the 0o600 of a temporary file
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+            summaries.append(annotate_onnx_file(tmp, tree, export, strict=self.strict))
+
+        write_through_temporary(path, write)
+        summary = summaries[0]
         return summary
 
 

@@ -205,13 +205,11 @@ class _Attributor:
         self.modules: dict[int, str] = {}
         self.sources: dict[int, str] = {}
         self.fused: dict[int, tuple[str, ...]] = {}
-        self.seeded = False
         self.kept_unplaced: set[int] = set()
         """Nodes the last annotation left unattributed and no optimizer touched since."""
 
     def seed(self, provenance: Provenance) -> None:
         """Place what the provenance of the previously annotated graph proves."""
-        self.seeded = True
         kept: set[int] = set()
         placements = reattribute(self.table, provenance, self.narrow, kept_out=kept)
         self.kept_unplaced = kept - placements.keys()
@@ -234,7 +232,7 @@ class _Attributor:
 
     def run(self, *, fresh: bool = True) -> tuple[dict[int, str], dict[int, str], dict[int, str]]:
         """``fresh``: the graph is what an exporter just wrote; its scopes and metadata are trusted as such."""
-        sources = direct_sources(fresh=fresh, has_provenance=self.seeded, fused_rules=self.fused_rules)
+        sources = direct_sources(fresh=fresh, fused_rules=self.fused_rules)
         rejected: dict[int, str] = {}
         for i in range(len(self.sites)):
             if i in self.modules or i in self.kept_unplaced:
