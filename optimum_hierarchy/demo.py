@@ -1,7 +1,9 @@
 """``optimum-hierarchy-demo``: export a tiny model built from a shipped config, with the hierarchy.
 
 No hub and no network: the model is built from a config below with seeded random weights, saved
-with ``save_pretrained``, and exported by the real ``optimum-cli export onnx --hierarchy``.
+with ``save_pretrained``, and exported by the real ``optimum-cli``: ``export onnx --hierarchy``
+(Optimum's exporter) when optimum-onnx (the ``onnx`` extra) is installed, ``hierarchy export``
+(torch's dynamo exporter) otherwise or with ``--exporter dynamo``.
 """
 
 from __future__ import annotations
@@ -92,7 +94,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="optimum-hierarchy-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(TINY_MODELS), default="vit", help="tiny model to build (vit)")
     parser.add_argument("--output", type=Path, default=Path("hierarchy-demo"), help="output directory")
+    parser.add_argument(
+        "--exporter",
+        choices=["auto", "optimum", "dynamo"],
+        default="auto",
+        help=(
+            "optimum: `optimum-cli export onnx --hierarchy` (needs the onnx extra); dynamo: `optimum-cli hierarchy "
+            "export` (torch's dynamo exporter, no past key values); auto (default): optimum when installed"
+        ),
+    )
     args = parser.parse_args(argv)
+    from optimum_hierarchy.errors import has_optimum_onnx
+
+    exporter = args.exporter
+    if exporter == "auto":
+        exporter = "optimum" if has_optimum_onnx() else "dynamo"
+    elif exporter == "optimum" and not has_optimum_onnx():
+        print('error: --exporter optimum needs optimum-onnx: pip install "optimum-hierarchy[onnx]"', file=sys.stderr)
+        return 1
 
     source = args.output / "pytorch"
     onnx_dir = args.output / "onnx"
@@ -101,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if onnx_dir.exists():
         shutil.rmtree(onnx_dir)
     cli = Path(sys.executable).with_name("optimum-cli")
-    command = [str(cli), "export", "onnx", "--model", str(source), "--task", task, "--hierarchy", str(onnx_dir)]
+    if exporter == "optimum":
+        command = [str(cli), "export", "onnx", "--model", str(source), "--task", task, "--hierarchy", str(onnx_dir)]
+    else:
+        task = task.removesuffix("-with-past")
+        command = [str(cli), "hierarchy", "export", "--model", str(source), "--task", task, str(onnx_dir)]
     print("$ " + " ".join(command), flush=True)
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
@@ -121,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"Annotated model: {model}", highlight=False)
     console.print(f"Interactive view: {page}", highlight=False)
     console.print(
-        f"Explore it: optimum-cli hierarchy tree {model} --depth 4 | nodes {model} 'vit.encoder.layer.*.attention' "
+        f"Explore it: optimum-cli hierarchy tree {model} --depth 4 | nodes {model} '**.attention' "
         f"| stats {model} --by op",
         highlight=False,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -13,8 +14,11 @@ __all__ = [
     "HierarchyError",
     "HierarchyExportError",
     "InvalidModelFileError",
+    "MissingExtraError",
     "MissingHierarchyError",
     "SchemaError",
+    "has_optimum_onnx",
+    "require_optimum_onnx",
 ]
 
 
@@ -44,3 +48,27 @@ class InvalidModelFileError(HierarchyError):
 
 class HierarchyExportError(HierarchyError):
     """The export (or its arguments) failed before a hierarchy could be written."""
+
+
+class MissingExtraError(HierarchyError, ImportError):
+    """A feature needs an optional dependency (the ``onnx`` extra: optimum-onnx) that is not installed."""
+
+
+def has_optimum_onnx() -> bool:
+    """Whether optimum-onnx (Optimum's ONNX exporter and ONNX Runtime integration) is importable."""
+    try:
+        return importlib.util.find_spec("optimum.exporters.onnx") is not None
+    except (ImportError, ValueError):  # optimum itself missing or a broken namespace
+        return False
+
+
+def require_optimum_onnx(feature: str) -> None:
+    """Raise :class:`MissingExtraError` naming the extra when optimum-onnx is not installed."""
+    if has_optimum_onnx():
+        return
+    raise MissingExtraError(
+        f'{feature} needs optimum-onnx, which is not installed: pip install "optimum-hierarchy[onnx]" '
+        "(optimum-onnx 0.1 requires optimum 2.1 and transformers < 4.58). On optimum 2.3 / transformers 5, "
+        "export with `optimum-cli hierarchy export --model DIR --task TASK OUT/` "
+        "(optimum_hierarchy.export_task_with_hierarchy) instead."
+    )

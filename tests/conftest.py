@@ -8,10 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 from dynamo_cases import KINDS, TORCHSCRIPT_KINDS, DynamoCase, build_case_model
-from support import MODELS, run_cli, task_of
+from support import MODELS, run_cli, task_of, without_optimum_onnx_reason
+from task_cases import TASK_CASES
 
 from optimum_hierarchy import HierarchyPreservingExporter
 from optimum_hierarchy.demo import build_tiny_model
+
+# Fixtures made with Optimum's ONNX exporter: a test using one needs the `onnx` extra.
+OPTIMUM_ONNX_FIXTURES = frozenset({"cli_exports", "plain_exports"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without optimum-onnx, skip (with the reason) the tests that use it or a fixture made with it."""
+    reason = without_optimum_onnx_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if item.get_closest_marker("optimum_onnx") or OPTIMUM_ONNX_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +56,32 @@ def plain_exports(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPath
     for name in MODELS:
         run_cli("export", "onnx", "--model", str(model_dirs[name]), "--task", task_of(name), str(out / name))
     return {name: out / name for name in MODELS}
+
+
+@pytest.fixture(scope="session")
+def task_model_dirs(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The saved tiny model of each `hierarchy export` case (those of model_dirs reused)."""
+    root = tmp_path_factory.mktemp("task_models")
+    dirs = {}
+    for case in TASK_CASES.values():
+        if case.tiny in model_dirs:
+            dirs[case.tiny] = model_dirs[case.tiny]
+        else:
+            build_tiny_model(case.tiny, root / case.tiny)
+            dirs[case.tiny] = root / case.tiny
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def task_exports(task_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`optimum-cli hierarchy export` of each case (subprocess), and of BERT with --no-optimize."""
+    out = tmp_path_factory.mktemp("hierarchy_export")
+    runs = {name: (name, []) for name in TASK_CASES}
+    runs["bert-no-optimize"] = ("bert", ["--no-optimize"])
+    for name, (case, extra) in runs.items():
+        model_dir = str(task_model_dirs[case])
+        run_cli("hierarchy", "export", "--model", model_dir, "--task", TASK_CASES[case].task, *extra, str(out / name))
+    return {name: out / name for name in runs}
 
 
 @pytest.fixture(scope="session")

@@ -58,3 +58,28 @@ def make_feeds(session: ort.InferenceSession, seed: int = 0) -> dict[str, np.nda
         else:
             feeds[name] = rng.integers(0, 500, size=(2, SEQUENCE_LENGTH), dtype=np.int64)
     return feeds
+
+
+def _stack() -> str:
+    import optimum.version
+    import transformers
+
+    return f"optimum {optimum.version.__version__}, transformers {transformers.__version__}"
+
+
+def without_optimum_onnx_reason() -> str | None:
+    """Why tests of the ``onnx`` extra cannot run here, or ``None`` when optimum-onnx is installed."""
+    from optimum_hierarchy.errors import has_optimum_onnx
+
+    if has_optimum_onnx():
+        return None
+    return f"needs the onnx extra (optimum-onnx), which this stack does not have ({_stack()})"
+
+
+def require_optimum_onnx_module() -> None:
+    """Skip the calling test module when optimum-onnx is missing (call before importing what needs it)."""
+    import pytest
+
+    reason = without_optimum_onnx_reason()
+    if reason is not None:
+        pytest.skip(reason, allow_module_level=True)

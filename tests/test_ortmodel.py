@@ -12,6 +12,8 @@ from support import PAST_LENGTH, SEQUENCE_LENGTH
 from optimum_hierarchy import read_hierarchy
 from optimum_hierarchy.demo import TINY_MODELS
 
+pytestmark = pytest.mark.optimum_onnx  # Optimum's ONNX export and ORT integration
+
 
 def inputs_for(name: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)

@@ -26,6 +26,7 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
 
@@ -227,6 +228,14 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
 class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     COMMAND = CommandInfo(name="hierarchy", help="Module hierarchy of ONNX models (optimum-hierarchy).")
     SUBCOMMANDS = (
+        CommandInfo(
+            name="export",
+            help=(
+                "Export a saved Transformers model with torch's dynamo exporter and the hierarchy "
+                "(model.onnx + config.json; no optimum-onnx needed)."
+            ),
+            subcommand_class=ExportCommand,
+        ),
         CommandInfo(
             name="annotate",
             help=(

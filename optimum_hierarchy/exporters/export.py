@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.atomic import directory_lock
-from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.errors import HierarchyExportError, require_optimum_onnx
 from optimum_hierarchy.exporters.session import HierarchyExportResult, hierarchy_export_session, onnx_files_state
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def export_with_hierarchy(
         result = export_with_hierarchy("path/to/vit", "out/", task="image-classification")
         print(result.attributed, "/", result.nodes)
     """
+    require_optimum_onnx("export_with_hierarchy (Optimum's main_export)")
     from optimum.exporters.onnx import main_export
 
     check_model_source(model_name_or_path)
@@ -116,6 +117,7 @@ def export_model_with_hierarchy(
     Takes every argument of ``onnx_export_from_model`` (``task``, ``opset``, ``optimize``, ...);
     ``dynamo`` as for :func:`export_with_hierarchy`.
     """
+    require_optimum_onnx("export_model_with_hierarchy (Optimum's onnx_export_from_model)")
     from optimum.exporters.onnx import onnx_export_from_model
 
     _wrap_custom_configs(onnx_export_from_model_kwargs)
@@ -140,6 +142,7 @@ def run_with_hierarchy(
 
     This is what the Python API and ``optimum-cli export onnx --hierarchy [--dynamo]`` share.
     """
+    require_optimum_onnx("An Optimum export session (run_with_hierarchy)")
     output = check_output_dir(output)
     created = not output.exists()
     output.mkdir(parents=True, exist_ok=True)

@@ -25,14 +25,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig, ViTOnnxConfig
+from optimum_hierarchy.errors import require_optimum_onnx
 
-from optimum_hierarchy.annotate import annotate_model_file, annotate_onnx_file
-from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
-from optimum_hierarchy.exporters.session import AnnotatedFile, current_session, make_export_info
-from optimum_hierarchy.rules import ArchitectureRules
-from optimum_hierarchy.schema import ExportInfo, ModuleTree
-from optimum_hierarchy.wire import ModelFile, parse_model_bytes
+require_optimum_onnx("The hierarchy OnnxConfig classes (optimum_hierarchy.exporters.onnx_config)")
+
+from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig, ViTOnnxConfig  # noqa: E402
+
+from optimum_hierarchy.annotate import annotate_model_file, annotate_onnx_file  # noqa: E402
+from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path  # noqa: E402
+from optimum_hierarchy.exporters.session import AnnotatedFile, current_session, make_export_info  # noqa: E402
+from optimum_hierarchy.rules import ArchitectureRules  # noqa: E402
+from optimum_hierarchy.schema import ExportInfo, ModuleTree  # noqa: E402
+from optimum_hierarchy.wire import ModelFile, parse_model_bytes  # noqa: E402
 
 if TYPE_CHECKING:
     import torch

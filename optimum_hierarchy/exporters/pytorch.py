@@ -4,7 +4,10 @@ from __future__ import annotations
 
 __all__ = ["HierarchyPreservingExporter"]
 
+import contextlib
+import inspect
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +124,7 @@ class HierarchyPreservingExporter:
             was_training = model.training
             model.eval()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), _without_default_padding(model, args, export_kwargs):
                     torch.onnx.export(model, args, str(tmp), dynamo=False, **export_kwargs)
             finally:
                 model.train(was_training)
@@ -135,3 +138,58 @@ class HierarchyPreservingExporter:
 def _model_type(model: object) -> str | None:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return model_type if isinstance(model_type, str) else None
+
+
+@contextlib.contextmanager
+def _without_default_padding(model: Any, args: tuple[Any, ...], export_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Let ``model.forward`` receive the arguments given, not the TorchScript exporter's padding.
+
+    The TorchScript exporter fills every parameter of ``forward`` after the given ones with its
+    default, positionally. Transformers 5 wraps ``forward`` in decorators that pass ``use_cache``
+    and others by keyword, so the padded call fails ("got multiple values for argument"). The
+    forward set here has the same signature (so the exporter maps a trailing dict of keyword
+    inputs as before) and calls the original with only the arguments that differ from their
+    defaults, by keyword: the same call as without the padding. Without ``input_names`` in
+    ``export_kwargs``, the graph inputs are named after the parameters they bind to, as the
+    exporter names them from the original ``forward``.
+    """
+    import torch
+
+    original = model.forward
+    signature = inspect.signature(original)
+    parameters = signature.parameters
+    positional = [p for p in parameters.values() if p.kind is inspect.Parameter.VAR_POSITIONAL]
+    if positional:  # forward(*args): nothing is padded by keyword; leave it alone
+        yield
+        return
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        named: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            parameter = parameters[name]
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            elif parameter.default is inspect.Parameter.empty or value is not parameter.default:
+                named[name] = value
+        return original(**named)
+
+    forward.__signature__ = signature  # type: ignore[attr-defined]
+    if "input_names" not in export_kwargs:
+        given = dict(args[-1]) if args and isinstance(args[-1], dict) else {}
+        flat = args[:-1] if given else args
+        names = [p.name for p in parameters.values()][: len(flat)]
+        names += [name for name in parameters if name in given and name not in names]
+        values = [*flat, *(given[n] for n in names[len(flat) :])]
+        if len(names) == len(values) and all(isinstance(v, torch.Tensor) for v in values):
+            export_kwargs["input_names"] = names
+    had = "forward" in model.__dict__
+    saved = model.__dict__.get("forward")
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = saved
+        else:
+            del model.forward

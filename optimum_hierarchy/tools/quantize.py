@@ -45,18 +45,22 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from optimum.onnxruntime.configuration import QuantizationConfig
-from optimum.onnxruntime.quantization import ORTQuantizer
 
-from optimum_hierarchy.annotate import annotate_onnx_model
-from optimum_hierarchy.errors import HierarchyError
-from optimum_hierarchy.exporters.session import AnnotatedFile
-from optimum_hierarchy.read import NodeAttribution
-from optimum_hierarchy.restore import restore_if_annotated
-from optimum_hierarchy.retriever import HierarchyRetriever
-from optimum_hierarchy.schema import NODE_MODULE_KEY, NODE_REASON_KEY, decode_model_metadata
-from optimum_hierarchy.walk import iter_proto_nodes
-from optimum_hierarchy.wire import read_model_file
+from optimum_hierarchy.errors import HierarchyError, require_optimum_onnx
+
+require_optimum_onnx("Quantization by module through Optimum's ORTQuantizer (optimum_hierarchy.tools.quantize)")
+
+from optimum.onnxruntime.configuration import QuantizationConfig  # noqa: E402
+from optimum.onnxruntime.quantization import ORTQuantizer  # noqa: E402
+
+from optimum_hierarchy.annotate import annotate_onnx_model  # noqa: E402
+from optimum_hierarchy.exporters.session import AnnotatedFile  # noqa: E402
+from optimum_hierarchy.read import NodeAttribution  # noqa: E402
+from optimum_hierarchy.restore import restore_if_annotated  # noqa: E402
+from optimum_hierarchy.retriever import HierarchyRetriever  # noqa: E402
+from optimum_hierarchy.schema import NODE_MODULE_KEY, NODE_REASON_KEY, decode_model_metadata  # noqa: E402
+from optimum_hierarchy.walk import iter_proto_nodes  # noqa: E402
+from optimum_hierarchy.wire import read_model_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

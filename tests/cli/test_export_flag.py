@@ -14,6 +14,8 @@ from support import MODELS, make_feeds, run_cli
 
 from optimum_hierarchy import schema
 
+pytestmark = pytest.mark.optimum_onnx  # Optimum's ONNX export and ORT integration
+
 
 def strip_hierarchy(proto: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()

@@ -20,7 +20,7 @@ from support import load_torch_model, run_cli
 
 from optimum_hierarchy import read_hierarchy, restore_hierarchy
 
-pytestmark = pytest.mark.cli
+pytestmark = [pytest.mark.cli, pytest.mark.optimum_onnx]  # optimum-cli export onnx --dynamo
 
 CLI_CASES = {"bert": "feature-extraction", "gpt2": "text-generation"}
 

@@ -9,17 +9,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from support import make_feeds, run_cli
+from support import make_feeds, require_optimum_onnx_module, run_cli
 
-from optimum_hierarchy import read_hierarchy
-from optimum_hierarchy.exporters import export_model_with_hierarchy, export_with_hierarchy
-from optimum_hierarchy.exporters.onnx_config import (
+require_optimum_onnx_module()
+
+from optimum_hierarchy import read_hierarchy  # noqa: E402
+from optimum_hierarchy.exporters import export_model_with_hierarchy, export_with_hierarchy  # noqa: E402
+from optimum_hierarchy.exporters.onnx_config import (  # noqa: E402
     BertHierarchyOnnxConfig,
     GPT2HierarchyOnnxConfig,
     ViTHierarchyOnnxConfig,
     hierarchy_onnx_config,
 )
-from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
+from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass  # noqa: E402
 
 
 def test_named_configs_are_optimums_configs() -> None:

@@ -24,6 +24,8 @@ from support import MODELS, make_feeds, run_cli, task_of
 from optimum_hierarchy import HierarchyRetriever, export_with_hierarchy, read_hierarchy, restore_hierarchy
 from optimum_hierarchy.demo import build_tiny_model
 
+pytestmark = pytest.mark.optimum_onnx  # Optimum's export, ORTOptimizer and ORTQuantizer
+
 LEVELS = ("O1", "O2", "O3")
 MODULE_KEY = "pkg.optimum_hierarchy.module"
 SOURCE_KEY = "pkg.optimum_hierarchy.source"

@@ -284,6 +284,7 @@ EXPORT_CASES = {
 
 
 @pytest.mark.cli
+@pytest.mark.optimum_onnx
 @pytest.mark.parametrize("case", sorted(EXPORT_CASES))
 def test_exports_optimum_refuses(
     case: str, model_dirs: dict[str, Path], odd_models: dict[str, Path], tmp_path: Path
@@ -298,6 +299,7 @@ def test_exports_optimum_refuses(
     assert not output.exists()  # not even an empty directory
 
 
+@pytest.mark.optimum_onnx
 def test_inputs_optimum_cannot_generate(model_dirs: dict[str, Path], tmp_path: Path) -> None:
     """A user's own ONNX config whose model input Optimum has no generator for: Optimum's error, no model file;
     the same user config with inputs Optimum knows exports with the hierarchy."""

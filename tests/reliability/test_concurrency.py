@@ -84,6 +84,7 @@ def test_two_annotations_of_one_directory(plain_exports: dict[str, Path], tmp_pa
 
 
 @pytest.mark.cli
+@pytest.mark.optimum_onnx
 def test_two_exports_into_one_directory(model_dirs: dict[str, Path], tmp_path: Path) -> None:
     """ViT and BERT exported into one directory at once: one wins cleanly, or both run one after the other;
     a loser gets a clear error and writes nothing; the file there is whole and is the winner's."""

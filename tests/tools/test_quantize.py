@@ -31,6 +31,8 @@ from transformers.pytorch_utils import Conv1D
 from optimum_hierarchy import export_with_hierarchy, restore_hierarchy
 from optimum_hierarchy.errors import HierarchyError, MissingHierarchyError
 
+pytestmark = pytest.mark.optimum_onnx  # Optimum's ONNX export and ORT integration
+
 MODULE_KEY = "pkg.optimum_hierarchy.module"
 SOURCES_KEY = "pkg.optimum_hierarchy.sources"
 FLOAT_OPS = {"MatMul", "Gemm", "Attention"}

@@ -1,17 +1,16 @@
 """optimum-cli plugin of optimum-hierarchy.
 
-Adds ``--hierarchy`` to ``optimum-cli export onnx``, the ``optimum-cli hierarchy`` command group,
-re-attribution after ``optimum-cli onnxruntime optimize|quantize`` of annotated models, and
-``--exclude-modules`` / ``--include-modules`` to ``optimum-cli onnxruntime quantize``.
-Imported by ``optimum-cli`` at start-up: keep it import-light (no torch, no onnxruntime).
+Adds the ``optimum-cli hierarchy`` command group (always), and, when optimum-onnx (the ``onnx``
+extra) is installed: ``--hierarchy`` on ``optimum-cli export onnx``, re-attribution after
+``optimum-cli onnxruntime optimize|quantize`` of annotated models, and ``--exclude-modules`` /
+``--include-modules`` on ``optimum-cli onnxruntime quantize``.
+Imported by ``optimum-cli`` at start-up: keep it import-light (no torch, no onnxruntime), and never
+let it fail: a plugin must not break its host.
 """
 
-from optimum_hierarchy.cli.export_flag import install_export_flag
-from optimum_hierarchy.cli.hierarchy import HierarchyCommand, install_onnxruntime_hooks
-from optimum_hierarchy.cli.quantize_flag import install_quantize_flag
+from optimum_hierarchy.cli.hierarchy import HierarchyCommand
+from optimum_hierarchy.cli.plugin import install_command_extensions
 
-install_export_flag()
-install_onnxruntime_hooks()
-install_quantize_flag()
+install_command_extensions()
 
 REGISTER_COMMANDS = [HierarchyCommand]

@@ -1,0 +1,107 @@
+"""``optimum-cli hierarchy export``: torch's dynamo exporter with the hierarchy, without optimum-onnx.
+
+Import-light: Optimum imports this at start-up through the plugin file; heavy imports are in ``run``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ExportCommand"]
+
+import logging
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+
+from optimum.commands.base import BaseOptimumCLICommand
+
+_TASKS = ("auto", "feature-extraction", "text-classification", "image-classification", "text-generation")
+
+
+class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--model",
+            required=True,
+            help="The directory of a saved Transformers model (save_pretrained), or a model id of the hub.",
+        )
+        parser.add_argument(
+            "--task",
+            default="auto",
+            help=(
+                f"One of {', '.join(_TASKS)} (or a synonym Optimum knows, e.g. sequence-classification). "
+                "auto: the task of the architecture in config.json. No past key values."
+            ),
+        )
+        parser.add_argument("output", type=Path, help="The directory to write model.onnx and config.json into.")
+        parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's).")
+        parser.add_argument(
+            "--batch-size", type=int, default=2, help="Batch size of the export's dummy inputs (the axis is dynamic)."
+        )
+        parser.add_argument(
+            "--sequence-length",
+            type=int,
+            default=16,
+            help="Sequence length of the export's dummy text inputs (the axis is dynamic).",
+        )
+        parser.add_argument(
+            "--no-optimize",
+            action="store_true",
+            help="Skip onnxscript's optimizer (what torch.onnx.export(optimize=True) runs after the export).",
+        )
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="Fail, writing nothing, if any node cannot be attributed to a module.",
+        )
+        parser.add_argument(
+            "--atol",
+            type=float,
+            default=1e-4,
+            help="Validation: the largest absolute difference allowed between ONNX Runtime and PyTorch (1e-4).",
+        )
+        parser.add_argument(
+            "--no-validation",
+            action="store_true",
+            help="Skip the validation (ONNX Runtime against PyTorch at another batch size and sequence length).",
+        )
+
+    def run(self) -> None:
+        from rich.console import Console
+
+        from optimum_hierarchy.cli.output import print_error, print_export_result
+        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.exporters.task_export import OutputMismatchError, export_task_with_hierarchy
+
+        a = self.args
+        logging.getLogger("optimum_hierarchy").setLevel(logging.WARNING)
+        try:
+            result = export_task_with_hierarchy(
+                a.model,
+                a.output,
+                task=a.task,
+                opset=a.opset,
+                batch_size=a.batch_size,
+                sequence_length=a.sequence_length,
+                optimize=not a.no_optimize,
+                strict=a.strict,
+                validate=not a.no_validation,
+                atol=a.atol,
+            )
+        except OutputMismatchError as e:
+            print_export_result(e.result)
+            print_error(str(e))
+            sys.exit(1)
+        except HierarchyError as e:
+            print_error(str(e))
+            sys.exit(1)
+        print_export_result(result)
+        console = Console()
+        console.print(f"Task: {result.task}; exported with torch's dynamo exporter.", highlight=False)
+        if result.static_axes:
+            console.print(
+                f"Static axes (the model fixes them): {', '.join(result.static_axes)}.",
+                highlight=False,
+            )
+        if result.validation is not None:
+            console.print(f"Validation: {result.validation.describe()}.", highlight=False)
