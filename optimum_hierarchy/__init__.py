@@ -1,7 +1,8 @@
 """optimum-hierarchy: the PyTorch module hierarchy, kept in ONNX models exported with Hugging Face Optimum.
 
 Importing the package is cheap; the heavy modules (torch, optimum's exporter, onnxruntime) load on
-first use of the names below.
+first use of the names below. ``export_with_hierarchy``, ``export_model_with_hierarchy`` and
+``hierarchy_onnx_config`` need the ``onnx`` extra (optimum-onnx) and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _LAZY = {
     "annotate_onnx_file": "optimum_hierarchy.annotate",
     "capture_module_tree": "optimum_hierarchy.capture.module_tree",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
+    "export_task_with_hierarchy": "optimum_hierarchy.exporters.task_export",
     "export_with_hierarchy": "optimum_hierarchy.exporters.export",
     "hierarchy_onnx_config": "optimum_hierarchy.exporters.onnx_config",
     "read_hierarchy": "optimum_hierarchy.read",
@@ -46,6 +48,7 @@ __all__ = [
     "annotate_onnx_file",
     "capture_module_tree",
     "export_model_with_hierarchy",
+    "export_task_with_hierarchy",
     "export_with_hierarchy",
     "hierarchy_onnx_config",
     "read_hierarchy",
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
     from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
     from optimum_hierarchy.exporters.pytorch import HierarchyPreservingExporter
     from optimum_hierarchy.exporters.session import HierarchyExportResult
+    from optimum_hierarchy.exporters.task_export import export_task_with_hierarchy
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
     from optimum_hierarchy.read import read_hierarchy
     from optimum_hierarchy.schema import (

@@ -67,8 +67,9 @@ def require_optimum_onnx(feature: str) -> None:
     if has_optimum_onnx():
         return
     raise MissingExtraError(
-        f'{feature} needs optimum-onnx, which is not installed: pip install "optimum-hierarchy[onnx]" '
-        "(optimum-onnx 0.1 requires optimum 2.1 and transformers < 4.58). On optimum 2.3 / transformers 5, "
+        f"{feature}: this needs optimum-onnx, which is not installed. Install the onnx extra: "
+        'pip install "optimum-hierarchy[onnx]" (optimum-onnx 0.1 requires optimum 2.1 and transformers < 4.58). '
+        "On optimum 2.3 / transformers 5, "
         "export with `optimum-cli hierarchy export --model DIR --task TASK OUT/` "
         "(optimum_hierarchy.export_task_with_hierarchy) instead."
     )

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult
 
 
 def print_error(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_export_result(result: HierarchyExportResult, *, optimized: str | None = None) -> None:

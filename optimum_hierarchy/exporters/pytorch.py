@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["HierarchyPreservingExporter"]
+__all__ = ["HierarchyPreservingExporter", "replaced_forward"]
 
 import contextlib
 import inspect
@@ -183,6 +183,13 @@ def _without_default_padding(model: Any, args: tuple[Any, ...], export_kwargs: d
         values = [*flat, *(given[n] for n in names[len(flat) :])]
         if len(names) == len(values) and all(isinstance(v, torch.Tensor) for v in values):
             export_kwargs["input_names"] = names
+    with replaced_forward(model, forward):
+        yield
+
+
+@contextlib.contextmanager
+def replaced_forward(model: Any, forward: Any) -> Iterator[None]:
+    """``model.forward`` is ``forward`` for the block (an instance attribute, as Optimum's ModelPatcher sets it)."""
     had = "forward" in model.__dict__
     saved = model.__dict__.get("forward")
     model.forward = forward

@@ -48,6 +48,7 @@ from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, name_dynamic_axes, save_program
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
+from optimum_hierarchy.exporters.pytorch import replaced_forward
 from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult, make_export_info
 
 logger = logging.getLogger(__name__)
@@ -300,8 +301,6 @@ def _dummy_inputs(model: Any, spec: _Spec, batch_size: int, sequence_length: int
 @contextlib.contextmanager
 def _returning(model: Any, outputs: tuple[str, ...], fixed: Mapping[str, Any]) -> Iterator[None]:
     """``model.forward`` returns the tuple of ``outputs``, with ``fixed`` arguments (as Optimum's ModelPatcher)."""
-    had = "forward" in model.__dict__
-    saved = model.__dict__.get("forward")
     original = model.forward
 
     @functools.wraps(original)  # the original signature: torch.export maps inputs and dynamic shapes by it
@@ -312,14 +311,8 @@ def _returning(model: Any, outputs: tuple[str, ...], fixed: Mapping[str, Any]) -
             raise HierarchyExportError(f"{type(model).__name__} returned no {', '.join(missing)}")
         return tuple(result[name] for name in outputs)
 
-    model.forward = forward
-    try:
+    with replaced_forward(model, forward):
         yield
-    finally:
-        if had:
-            model.forward = saved
-        else:
-            del model.forward
 
 
 def _write(program: Any, model: Any, source: str | os.PathLike[str], out: Path) -> None:

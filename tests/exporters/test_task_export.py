@@ -230,3 +230,52 @@ def test_bad_paths_are_clear_errors(task_model_dirs: dict[str, Path], tmp_path: 
     )
     assert blocked.returncode == 1 and "not a directory" in blocked.stderr
     assert not (tmp_path / "o1").exists()
+
+
+def test_outputs_over_atol_exit_1_and_keep_the_files(task_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """--atol 0: the dynamo graph computes in another order than PyTorch (differences ~1e-8), so validation
+    fails; the command says by how much, exits 1, and keeps the files for inspection, as Optimum does."""
+    output = tmp_path / "out"
+    completed = run_cli(
+        "hierarchy", "export", "--model", str(task_model_dirs["bert"]), "--task", "feature-extraction",
+        "--atol", "0", str(output), check=False,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    message = completed.stderr.replace("\n", " ")
+    assert "max abs difference last_hidden_state" in message and "OVER atol 0" in message
+    assert (output / "model.onnx").is_file() and (output / "config.json").is_file()
+
+
+@pytest.mark.optimum_onnx
+@pytest.mark.parametrize("case", sorted(TASK_CASES))
+def test_ortmodel_loads_the_layout(task_exports: dict[str, Path], task_model_dirs: dict[str, Path], case: str) -> None:
+    """Where optimum-onnx is installed, its ORTModel class for the task loads the directory as Optimum's own
+    export, runs it like the PyTorch model, and the hierarchy reads back from it."""
+    import optimum.onnxruntime as ort_models
+
+    from optimum_hierarchy import read_hierarchy
+
+    task = TASK_CASES[case].task
+    cls_name = {
+        "feature-extraction": "ORTModelForFeatureExtraction",
+        "image-classification": "ORTModelForImageClassification",
+        "text-generation": "ORTModelForCausalLM",
+    }[task]
+    extra = {"use_cache": False} if task == "text-generation" else {}
+    ort_model = getattr(ort_models, cls_name).from_pretrained(task_exports[case], **extra)
+    session = ort.InferenceSession(str(task_exports[case] / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {
+        k: torch.from_numpy(v)
+        for k, v in _feeds(session, json.loads((task_exports[case] / "config.json").read_text())).items()
+    }
+    if task == "text-generation":
+        # ORTModelForCausalLM makes the positions from the mask, transformers 4.57's GPT-2 does not: no padding.
+        feeds.pop("position_ids")
+        feeds["attention_mask"] = torch.ones_like(feeds["attention_mask"])
+    got = getattr(ort_model(**feeds), TASK_CASES[case].output)
+    model = load_task_model(case, task_model_dirs[case])
+    with torch.no_grad():
+        expected = getattr(model(**feeds, **extra), TASK_CASES[case].output)
+    np.testing.assert_allclose(np.asarray(got.detach()), expected.numpy(), atol=1e-4, rtol=0)
+    hierarchy = read_hierarchy(ort_model)
+    assert hierarchy.tree.root.class_name.endswith(TASK_CASES[case].model_class)
