@@ -185,6 +185,9 @@ class ModuleInfo:
     """Qualified class name (``transformers.models.bert.modeling_bert.BertLayer``)."""
     parameters: tuple[ParameterInfo, ...] = ()
     buffers: tuple[ParameterInfo, ...] = ()
+    aliases: tuple[str, ...] = ()
+    """Other paths of the same module object (a shared or tied module: T5's ``shared`` is also
+    ``encoder.embed_tokens``); ``path`` is its first one in ``named_modules()``."""
 
     @property
     def parent(self) -> str | None:
@@ -232,6 +235,14 @@ class ModuleTree(Mapping[str, ModuleInfo]):
             if parent not in self._modules:
                 raise SchemaError(f"module tree: module {path!r} has no parent {parent!r} in the tree")
             self._children[parent].append(path)
+        self._alias: dict[str, str] = {}
+        for path, info in self._modules.items():
+            for alias in info.aliases:
+                if alias in self._modules or alias in self._alias or not alias or "" in alias.split("."):
+                    raise SchemaError(
+                        f"module tree: alias {alias!r} of {path!r} is a module path, repeated or malformed"
+                    )
+                self._alias[alias] = path
         self._tensor_owner: dict[str, str] = {}
         for path, info in self._modules.items():
             for p in (*info.parameters, *info.buffers):
@@ -263,6 +274,17 @@ class ModuleTree(Mapping[str, ModuleInfo]):
 
     def is_leaf(self, path: str) -> bool:
         return not self._children[path]
+
+    def canonical(self, path: str) -> str | None:
+        """``path`` if it is a module's path, the module's path if it is one of its aliases, else ``None``."""
+        if path in self._modules:
+            return path
+        return self._alias.get(path)
+
+    @property
+    def aliases(self) -> Mapping[str, str]:
+        """Every alias path -> the path of its module."""
+        return self._alias
 
     def owner_of_tensor(self, full_name: str) -> str | None:
         """Module owning the parameter or buffer named ``full_name`` (``encoder.layer.0.attention.self.query.bias``)."""
@@ -302,6 +324,8 @@ class ModuleTree(Mapping[str, ModuleInfo]):
                 record["parameter_count"] = info.parameter_count
             if info.buffers:
                 record["buffers"] = [_tensor_to_json(p) for p in info.buffers]
+            if info.aliases:
+                record["aliases"] = list(info.aliases)
             out.append(record)
         return out
 
@@ -323,6 +347,7 @@ class ModuleTree(Mapping[str, ModuleInfo]):
                     _tensor_from_json(p, f"{where}.parameters") for p in _list(record, "parameters", where)
                 ),
                 buffers=tuple(_tensor_from_json(p, f"{where}.buffers") for p in _list(record, "buffers", where)),
+                aliases=tuple(_alias_from_json(a, f"{where}.aliases") for a in _list(record, "aliases", where)),
             )
             if "depth" in record and record["depth"] != info.depth:
                 raise SchemaError(f"{where}: depth {record['depth']!r} does not match path {path!r}")
@@ -330,6 +355,12 @@ class ModuleTree(Mapping[str, ModuleInfo]):
                 raise SchemaError(f"{where}: parent {record['parent']!r} does not match path {path!r}")
             modules.append(info)
         return cls(modules)
+
+
+def _alias_from_json(data: Any, where: str) -> str:
+    if not isinstance(data, str):
+        raise SchemaError(f"{where}: expected a module path string, got {type(data).__name__}")
+    return data
 
 
 def _tensor_to_json(p: ParameterInfo) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ScopeResolver", "call_suffix_base", "producer_name_of_output", "scope_segments"]
+__all__ = ["ScopeResolver", "call_suffix_base", "producer_name_of_output", "scope_segments", "unqualified_name"]
 
 import re
 
@@ -44,20 +44,39 @@ def scope_segments(node_name: str) -> list[str] | None:
     return segments
 
 
+def unqualified_name(path: str) -> str:
+    """The name the TorchScript exporter gives a module's scope: its path from the last non-numeric atom on.
+
+    ``encoder.layer.0`` -> ``layer.0``, ``layer1.0`` -> ``layer1.0``, ``conv.parametrizations.weight`` ->
+    ``weight`` (torch.onnx's ``_unqualified_variable_name``, applied to the module's first path in
+    ``named_modules()`` of the exported module).
+    """
+    atoms = path.split(".")
+    for i in range(len(atoms) - 1, -1, -1):
+        if not atoms[i].isnumeric():
+            return ".".join(atoms[i:])
+    return path
+
+
 class ScopeResolver:
     """Turns TorchScript scopes into module paths of a :class:`ModuleTree`.
 
     The exported module sits at ``root`` in the tree (``""`` unless a submodule such as an encoder
-    was exported alone); scopes in its node names are relative to it. Each segment is resolved
-    against the module tree, which handles the known quirks of the TorchScript exporter:
+    was exported alone); scopes in its node names are relative to it. The TorchScript exporter
+    names each called module's scope by :func:`unqualified_name` of its path, and nests the scopes
+    as modules call each other; a module called more than once in the same scope gets ``_N``
+    suffixes (``act_1``; the suffix is dropped only when the suffixed name matches no module). So a
+    segment under the module at ``current`` names:
 
-    * a segment is a child name relative to the enclosing scope (``layer.0`` under ``encoder``) or
-      a full path from the exported module when a container level repeats
-      (``/layer1/layer1.0/conv1`` -> ``layer1.0.conv1``);
-    * a module called more than once in the same scope gets ``_N`` suffixes (``act_1``); the
-      suffix is dropped only when the suffixed name is not itself a module.
+    * the module below ``current`` whose path has that unqualified name, the closest one
+      (``layer.0`` under ``encoder`` -> ``encoder.layer.0``; ``layer.0`` under the called container
+      ``...layers.0.layer`` -> ``...layers.0.layer.0``; ``weight`` under a weight-normed ``conv`` ->
+      ``conv.parametrizations.weight``), through the aliases of shared modules too;
+    * else, a shared module called from elsewhere: the module at ``A.segment`` for ``A`` an ancestor
+      of ``current`` (``shared`` under ``model.decoder`` -> ``model.shared``).
 
-    A scope with a segment that matches no module resolves to ``None``: nothing is guessed.
+    Two closest candidates, or none, resolve to ``None``: nothing is guessed. The result is the
+    module's own path (an alias resolves to the module it names).
     """
 
     def __init__(self, tree: ModuleTree, root: str = "") -> None:
@@ -65,6 +84,10 @@ class ScopeResolver:
             raise KeyError(f"export root {root!r} is not a module of the tree")
         self._tree = tree
         self._root = root
+        self._by_name: dict[str, list[str]] = {}
+        for path in (*tree, *tree.aliases):
+            if path:
+                self._by_name.setdefault(unqualified_name(path), []).append(path)
         self._cache: dict[tuple[str, ...], str | None] = {}
 
     def resolve(self, node_name: str) -> str | None:
@@ -76,24 +99,38 @@ class ScopeResolver:
             self._cache[key] = self._resolve_segments(key)
         return self._cache[key]
 
-    def _join(self, base: str, name: str) -> str:
-        return f"{base}.{name}" if base else name
-
     def _resolve_segments(self, segments: tuple[str, ...]) -> str | None:
         current = self._root
         for segment in segments:
             step = self._step(current, segment)
             if step is None:
-                base = call_suffix_base(segment)
-                if base is not None:
-                    step = self._step(current, base)
-            if step is None:
                 return None
             current = step
-        return current
+        return self._tree.canonical(current)
+
+    def _below(self, current: str, name: str) -> tuple[int, list[str]]:
+        """The closest modules below ``current`` with this unqualified name, and their depth below it."""
+        prefix = f"{current}." if current else ""
+        below = [c for c in self._by_name.get(name, ()) if c.startswith(prefix) and c != current]
+        if not below:
+            return -1, []
+        depth = min(c.count(".") for c in below)
+        return depth, [c for c in below if c.count(".") == depth]
 
     def _step(self, current: str, segment: str) -> str | None:
-        for candidate in (self._join(current, segment), self._join(self._root, segment)):
-            if candidate in self._tree:
-                return candidate
+        base = call_suffix_base(segment)
+        depth, closest = self._below(current, segment)
+        if base is not None:  # `act_1`: the second call of `act`, unless a module closer is named act_1
+            base_depth, base_closest = self._below(current, base)
+            if base_closest and (not closest or base_depth < depth):
+                closest = base_closest
+        if closest:
+            return closest[0] if len(closest) == 1 else None
+        parts = current.split(".") if current else []
+        for name in (segment, base) if base is not None else (segment,):
+            around = {
+                path for n in range(len(parts)) if (path := ".".join([*parts[:n], name])) in self._by_name.get(name, ())
+            }
+            if around:
+                return around.pop() if len(around) == 1 else None
         return None

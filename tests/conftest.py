@@ -9,13 +9,14 @@ import pytest
 import torch
 from dynamo_cases import KINDS, TORCHSCRIPT_KINDS, DynamoCase, build_case_model
 from support import MODELS, run_cli, task_of, without_optimum_onnx_reason
+from sweep_cases import SWEEP_CASES, SweepExport, export_sweep_case
 from task_cases import TASK_CASES
 
 from optimum_hierarchy import HierarchyPreservingExporter
 from optimum_hierarchy.demo import build_tiny_model
 
 # Fixtures made with Optimum's ONNX exporter: a test using one needs the `onnx` extra.
-OPTIMUM_ONNX_FIXTURES = frozenset({"cli_exports", "plain_exports"})
+OPTIMUM_ONNX_FIXTURES = frozenset({"cli_exports", "plain_exports", "sweep_exports"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -82,6 +83,13 @@ def task_exports(task_model_dirs: dict[str, Path], tmp_path_factory: pytest.Temp
         model_dir = str(task_model_dirs[case])
         run_cli("hierarchy", "export", "--model", model_dir, "--task", TASK_CASES[case].task, *extra, str(out / name))
     return {name: out / name for name in runs}
+
+
+@pytest.fixture(scope="session")
+def sweep_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SweepExport]:
+    """Each sweep architecture: saved, exported plain, with the hierarchy, and with it and --optimize O2."""
+    root = tmp_path_factory.mktemp("sweep")
+    return {name: export_sweep_case(name, root / name) for name in sorted(SWEEP_CASES)}
 
 
 @pytest.fixture(scope="session")

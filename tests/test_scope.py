@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from optimum_hierarchy.schema import ModuleInfo, ModuleTree
-from optimum_hierarchy.scope import ScopeResolver, scope_segments
+from optimum_hierarchy.scope import ScopeResolver, scope_segments, unqualified_name
 
 
 def tree_of(*paths: str) -> ModuleTree:
@@ -56,3 +56,56 @@ def test_submodel_export_root() -> None:
     resolver = ScopeResolver(tree, root="model.encoder")
     assert resolver.resolve("/layers.0/MatMul") == "model.encoder.layers.0"
     assert resolver.resolve("/Shape") == "model.encoder"
+
+
+def test_unqualified_name_is_torchs() -> None:
+    """torch.onnx's _unqualified_variable_name: from the last non-numeric atom on."""
+    assert unqualified_name("encoder.layer.0") == "layer.0"
+    assert unqualified_name("layer1.0") == "layer1.0"
+    assert unqualified_name("a.b.0.1") == "b.0.1"
+    assert unqualified_name("conv.parametrizations.weight") == "weight"
+
+
+def test_called_container_below_the_root() -> None:
+    """ResNet: `layer` (a called Sequential) inside `layers.0`; its children's scopes are `layer.0`, named from
+    `layers.0`, not from `layer` (each scope is the module's path from its last non-numeric atom)."""
+    paths = ["resnet", "resnet.encoder", "resnet.encoder.stages", "resnet.encoder.stages.0"]
+    paths += ["resnet.encoder.stages.0.layers", "resnet.encoder.stages.0.layers.0"]
+    paths += ["resnet.encoder.stages.0.layers.0.layer", "resnet.encoder.stages.0.layers.0.layer.0"]
+    paths += ["resnet.encoder.stages.0.layers.0.layer.0.convolution"]
+    resolver = ScopeResolver(tree_of(*paths))
+    name = "/resnet/encoder/stages.0/layers.0/layer/layer.0/convolution/Conv"
+    assert resolver.resolve(name) == "resnet.encoder.stages.0.layers.0.layer.0.convolution"
+
+
+def test_parametrized_weight() -> None:
+    """wav2vec2's weight norm: `conv.weight` runs `conv.parametrizations.weight` (scope `weight`) and its
+    `weight.0`; the ModuleDict `parametrizations` runs nothing and names no scope."""
+    paths = ["conv", "conv.parametrizations", "conv.parametrizations.weight", "conv.parametrizations.weight.0"]
+    resolver = ScopeResolver(tree_of(*paths))
+    assert resolver.resolve("/conv/weight/weight.0/ReduceL2") == "conv.parametrizations.weight.0"
+
+
+def test_closest_module_wins_and_ties_are_not_guessed() -> None:
+    paths = ["layer", "layer.0", "layer.0.attention", "layer.0.attention.output", "layer.0.output"]
+    resolver = ScopeResolver(tree_of(*paths))
+    assert resolver.resolve("/layer.0/output/Add") == "layer.0.output"
+    assert resolver.resolve("/layer.0/attention/output/Add") == "layer.0.attention.output"
+    twins = ScopeResolver(tree_of("a", "a.x", "a.x.out", "a.y", "a.y.out"))
+    assert twins.resolve("/a/out/Add") is None  # a.x.out or a.y.out: not guessed
+
+
+def test_shared_module_through_its_aliases() -> None:
+    """T5 / Marian: one embedding at `shared`, also `encoder.embed_tokens` and `decoder.embed_tokens`."""
+    tree = ModuleTree(
+        [
+            ModuleInfo("", "Root"),
+            ModuleInfo("shared", "Embedding", aliases=("encoder.embed_tokens", "decoder.embed_tokens")),
+            ModuleInfo("encoder", "Stack"),
+            ModuleInfo("decoder", "Stack"),
+        ]
+    )
+    # the encoder exported alone: its own named_modules() call the embedding `embed_tokens`
+    assert ScopeResolver(tree, root="encoder").resolve("/embed_tokens/Gather") == "shared"
+    # the full model: named_modules() finds it first as `shared`, called from the decoder
+    assert ScopeResolver(tree).resolve("/decoder/shared/Gather") == "shared"

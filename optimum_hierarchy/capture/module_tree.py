@@ -21,8 +21,15 @@ def capture_module_tree(model: torch.nn.Module) -> ModuleTree:
     """Record every entry of ``model.named_modules()``: path, class, and own parameters and buffers.
 
     A tensor reachable under several names (tied weights) is recorded under each owner, with
-    ``tied_to`` naming its first occurrence so counts are not doubled.
+    ``tied_to`` naming its first occurrence so counts are not doubled. A module reachable under
+    several paths (a shared module: T5's ``shared`` is also ``encoder.embed_tokens``) is one entry,
+    at its first path, with the others as its ``aliases`` (their descendants too).
     """
+    aliases: dict[int, list[str]] = {}
+    first_path: dict[int, str] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        if first_path.setdefault(id(module), path) != path:
+            aliases.setdefault(id(module), []).append(path)
     first_name: dict[int, str] = {}
     modules = []
     for path, module in model.named_modules():
@@ -50,6 +57,7 @@ def capture_module_tree(model: torch.nn.Module) -> ModuleTree:
                 class_name=_qualified_class_name(module),
                 parameters=tuple(own["parameters"]),
                 buffers=tuple(own["buffers"]),
+                aliases=tuple(aliases.get(id(module), ())),
             )
         )
     return ModuleTree(modules)

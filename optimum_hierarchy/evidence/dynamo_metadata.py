@@ -191,10 +191,11 @@ class DynamoScopes:
             return Missing(f"its {NAME_SCOPES_KEY} cannot be read ({e})", rejected=True)
         if scopes is None:
             return Missing(f"no {NAME_SCOPES_KEY} metadata")
-        deepest = view.full_path(scopes[-1] if scopes else "")
-        if deepest not in view.tree:
+        named = view.full_path(scopes[-1] if scopes else "")
+        deepest = view.tree.canonical(named)  # a shared module may be named by any of its paths
+        if deepest is None:
             return Missing(
-                f"its {NAME_SCOPES_KEY} names module {deepest!r}, which is not in the module tree", rejected=True
+                f"its {NAME_SCOPES_KEY} names module {named!r}, which is not in the module tree", rejected=True
             )
         if self.check_parameters:
             outside = self._parameters_outside(view, i, deepest)

@@ -43,3 +43,25 @@ def test_find_module_path() -> None:
     assert find_module_path(model, model[1][0]) == "1.0"
     assert find_module_path(model, model) == ""
     assert find_module_path(model, torch.nn.ReLU()) is None
+
+
+def test_shared_modules_are_one_entry_with_their_aliases() -> None:
+    """A module under several paths (T5's shared embedding, a shared block with children): one entry at its first
+    path in named_modules(), every other path of the same object an alias; the aliases survive JSON."""
+    from optimum_hierarchy.schema import ModuleTree
+
+    block = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    model = torch.nn.Module()
+    model.first = block
+    model.inner = torch.nn.Module()
+    model.inner.again = block
+    tree = capture_module_tree(model)
+    expected: dict[str, str] = {}
+    first: dict[int, str] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        if first.setdefault(id(module), path) != path:
+            expected[path] = first[id(module)]
+    assert dict(tree.aliases) == expected == {"inner.again": "first", "inner.again.0": "first.0"}
+    assert [p for p in tree] == [p for p, _ in model.named_modules()]
+    assert tree.canonical("inner.again.0") == "first.0" and tree.canonical("nope") is None
+    assert dict(ModuleTree.from_json(tree.to_json()).aliases) == expected

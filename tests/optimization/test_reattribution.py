@@ -10,15 +10,14 @@ the two graphs, without calling the package.
 from __future__ import annotations
 
 import collections
-import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from fusion_support import expected_fusions, graph_nodes, within
 from support import MODELS, make_feeds, run_cli, task_of
 
 from optimum_hierarchy import HierarchyRetriever, export_with_hierarchy, read_hierarchy, restore_hierarchy
@@ -27,9 +26,6 @@ from optimum_hierarchy.demo import build_tiny_model
 pytestmark = pytest.mark.optimum_onnx  # Optimum's export, ORTOptimizer and ORTQuantizer
 
 LEVELS = ("O1", "O2", "O3")
-MODULE_KEY = "pkg.optimum_hierarchy.module"
-SOURCE_KEY = "pkg.optimum_hierarchy.source"
-SOURCES_KEY = "pkg.optimum_hierarchy.sources"
 ORT_CLASSES = {
     "vit": "ORTModelForImageClassification",
     "bert": "ORTModelForFeatureExtraction",
@@ -130,154 +126,6 @@ def after_the_fact(exports3: dict[str, Path], tmp_path_factory: pytest.TempPathF
     return files
 
 
-# --- an independent implementation of the definition (see docs: "Fused nodes") -------------------
-
-
-def _graph(path: Path) -> list[dict[str, Any]]:
-    nodes = []
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        props = {p.key: p.value for p in node.metadata_props}
-        nodes.append(
-            {
-                "name": node.name,
-                "op": node.op_type,
-                "inputs": list(node.input),
-                "outputs": list(node.output),
-                "module": props.get(MODULE_KEY),
-                "source": props.get(SOURCE_KEY),
-                "sources": json.loads(props[SOURCES_KEY]) if SOURCES_KEY in props else [],
-            }
-        )
-    return nodes
-
-
-def _lca(paths: set[str]) -> str:
-    split = [p.split(".") if p else [] for p in paths]
-    common: list[str] = []
-    for parts in zip(*split, strict=False):
-        if len(set(parts)) != 1:
-            break
-        common.append(parts[0])
-    return ".".join(common)
-
-
-def _within(path: str, ancestor: str) -> bool:
-    return ancestor in {"", path} or path.startswith(ancestor + ".")
-
-
-def expected_fusions(g0: list[dict[str, Any]], g1: list[dict[str, Any]]) -> dict[int, tuple[str, set[str]]]:
-    """For each created node of g1 (index): (LCA of the modules of what it replaced, those modules)."""
-    by_name = {n["name"]: k for k, n in enumerate(g0)}
-    kept = {
-        i: by_name[n["name"]]
-        for i, n in enumerate(g1)
-        if n["name"] in by_name and g0[by_name[n["name"]]]["op"] == n["op"]
-    }
-    g0_tensors = {t for n in g0 for t in n["inputs"] + n["outputs"] if t}
-    counterpart = {t: t for n in g1 for t in n["inputs"] + n["outputs"] if t in g0_tensors}
-    for i, k in kept.items():
-        slots = list(zip(g1[i]["outputs"], g0[k]["outputs"], strict=False))
-        if len(g1[i]["inputs"]) == len(g0[k]["inputs"]):
-            slots += list(zip(g1[i]["inputs"], g0[k]["inputs"], strict=True))
-        for new, old in slots:
-            if new and old:
-                counterpart.setdefault(new, old)
-    surviving = set(counterpart.values())
-    kept0 = set(kept.values())
-    producer0 = {}
-    for k, n in enumerate(g0):
-        for t in n["outputs"]:
-            producer0.setdefault(t, k)
-    users1 = collections.defaultdict(list)
-    producer1 = {}
-    for i, n in enumerate(g1):
-        for t in n["inputs"]:
-            users1[t].append(i)
-        for t in n["outputs"]:
-            producer1.setdefault(t, i)
-
-    created = [i for i in range(len(g1)) if i not in kept]
-    # union-find over created nodes sharing a tensor that has no counterpart
-    parent = {i: i for i in created}
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in created:
-        for t in g1[i]["outputs"]:
-            if t and t not in counterpart:
-                for j in users1[t]:
-                    if j in parent:
-                        parent[find(j)] = find(i)
-    regions = collections.defaultdict(list)
-    for i in created:
-        regions[find(i)].append(i)
-
-    def reach(i: int, region: set[int]) -> frozenset[str]:
-        out, todo, seen = set(), [i], {i}
-        while todo:
-            j = todo.pop()
-            for t in g1[j]["outputs"]:
-                if t in counterpart:
-                    out.add(counterpart[t])
-                elif t:
-                    for c in users1[t]:
-                        if c in region and c not in seen:
-                            seen.add(c)
-                            todo.append(c)
-        return frozenset(out)
-
-    def cone(targets: frozenset[str]) -> set[int]:
-        found, todo = set(), list(targets)
-        visited = set(todo)
-        while todo:
-            k = producer0.get(todo.pop())
-            if k is None or k in kept0 or k in found:
-                continue
-            found.add(k)
-            for u in g0[k]["inputs"]:
-                if u and u not in surviving and u not in visited:
-                    visited.add(u)
-                    todo.append(u)
-        return found
-
-    reaches, replaced = {}, {}
-    for members in regions.values():
-        region = set(members)
-        for i in members:
-            reaches[i] = reach(i, region)
-        union = set().union(*(cone(reaches[i]) for i in members))
-        inputs = {counterpart[t] for i in members for t in g1[i]["inputs"] if t in counterpart}
-        memo: dict[int, bool] = {}
-
-        def flows(k: int, union: set[int] = union, inputs: set[str] = inputs, memo: dict[int, bool] = memo) -> bool:
-            if k not in memo:
-                memo[k] = False
-                memo[k] = any(
-                    u in inputs or (producer0.get(u) in union and flows(producer0[u])) for u in g0[k]["inputs"]
-                )
-            return memo[k]
-
-        for i in members:
-            replaced[i] = {k for k in cone(reaches[i]) if flows(k)}
-    claims = collections.defaultdict(set)
-    for i, ks in replaced.items():
-        for k in ks:
-            claims[k].add(i)
-    expected = {}
-    for i, ks in replaced.items():
-        own = {k for k in ks if all(reaches[j] & reaches[i] for j in claims[k])} or ks
-        modules = set()
-        for k in own:
-            modules |= set(g0[k]["sources"]) or ({g0[k]["module"]} if g0[k]["module"] is not None else set())
-        if modules:
-            expected[i] = (_lca(modules), modules)
-    return expected
-
-
 def _torch_parameter_owners(model_dir: Path, name: str) -> dict[str, str]:
     """Parameter name -> owning module path, from named_modules() of the PyTorch model."""
     import transformers
@@ -317,8 +165,8 @@ def test_fused_nodes_are_the_lca_of_what_they_replaced(
 ) -> None:
     counted = collections.Counter()
     for case, path in _all_optimized(optimized, after_the_fact):
-        g0 = _graph(exports3[case.split("_")[0]] / "model.onnx")
-        g1 = _graph(path)
+        g0 = graph_nodes(exports3[case.split("_")[0]] / "model.onnx")
+        g1 = graph_nodes(path)
         expected = expected_fusions(g0, g1)
         for i, node in enumerate(g1):
             if node["source"] == "fusion":
@@ -329,7 +177,7 @@ def test_fused_nodes_are_the_lca_of_what_they_replaced(
                 counted[case] += 1
             elif node["source"] in {"rule", "name"} and i in expected:
                 # narrowed inside the definition's answer, never outside it
-                assert _within(node["module"], expected[i][0]), f"{case}: {node['name']} narrowed outside"
+                assert within(node["module"], expected[i][0]), f"{case}: {node['name']} narrowed outside"
     # Fusions happen at O2 and above and in quantization, for every model.
     for name in MODELS:
         for level in ("O2", "O3", "O4", "quant"):
@@ -340,9 +188,9 @@ def test_unfused_nodes_keep_their_attribution(
     exports3: dict[str, Path], optimized: dict[tuple[str, str], Path], after_the_fact: dict[str, Path]
 ) -> None:
     for case, path in _all_optimized(optimized, after_the_fact):
-        before = {n["name"]: n for n in _graph(exports3[case.split("_")[0]] / "model.onnx")}
+        before = {n["name"]: n for n in graph_nodes(exports3[case.split("_")[0]] / "model.onnx")}
         kept = 0
-        for node in _graph(path):
+        for node in graph_nodes(path):
             old = before.get(node["name"])
             if old is not None and old["op"] == node["op"]:
                 assert node["module"] == old["module"], f"{case}: {node['name']} moved"
@@ -359,11 +207,11 @@ def test_created_nodes_reading_a_parameter_stay_inside_its_module(
     checked = 0
     for case, path in _all_optimized(optimized, after_the_fact):
         name = case.split("_")[0]
-        for node in _graph(path):
+        for node in graph_nodes(path):
             params = [owners[name][t] for t in node["inputs"] if t in owners[name]]
             if not params:
                 continue
-            assert all(_within(p, node["module"]) for p in params), f"{case}: {node['name']} outside {params}"
+            assert all(within(p, node["module"]) for p in params), f"{case}: {node['name']} outside {params}"
             if node["op"] in {"MatMul", "Gemm"} and node["inputs"][1] in owners[name]:
                 assert node["module"] == owners[name][node["inputs"][1]], f"{case}: {node['name']}"
                 checked += 1
@@ -373,8 +221,8 @@ def test_created_nodes_reading_a_parameter_stay_inside_its_module(
 def test_quantized_matmuls_belong_to_their_linear(exports3: dict[str, Path], after_the_fact: dict[str, Path]) -> None:
     """One MatMulInteger per quantized MatMul, in the module of the MatMul it replaced."""
     for name in MODELS:
-        before = {n["name"]: n for n in _graph(exports3[name] / "model.onnx")}
-        quantized = [n for n in _graph(after_the_fact[f"{name}_quant"]) if n["op"] == "MatMulInteger"]
+        before = {n["name"]: n for n in graph_nodes(exports3[name] / "model.onnx")}
+        quantized = [n for n in graph_nodes(after_the_fact[f"{name}_quant"]) if n["op"] == "MatMulInteger"]
         assert quantized, name
         for node in quantized:
             # ORT's quantizer names it after the node it replaced (a Gemm first becomes "<Gemm>_MatMul")
@@ -400,8 +248,8 @@ def test_repeated_blocks_treated_alike_stay_alike(
 ) -> None:
     compared = 0
     for (name, level), path in sorted(optimized.items()):
-        g0 = _graph(exports3[name] / "model.onnx")
-        g1 = _graph(path)
+        g0 = graph_nodes(exports3[name] / "model.onnx")
+        g1 = graph_nodes(path)
         kept_names = {n["name"] for n in g1}
         removed = collections.defaultdict(collections.Counter)  # what the optimizer did to each block
         for n in g0:
@@ -506,7 +354,7 @@ def test_unannotated_optimized_export_is_annotated_from_names(
     tmp_path: Path,
 ) -> None:
     for name in MODELS:
-        exact = {n["name"]: n["module"] for n in _graph(optimized[(name, "O2")])}
+        exact = {n["name"]: n["module"] for n in graph_nodes(optimized[(name, "O2")])}
         for with_config in (False, True):
             target = tmp_path / f"{name}_{with_config}"
             target.mkdir()
@@ -515,7 +363,7 @@ def test_unannotated_optimized_export_is_annotated_from_names(
                 run_cli("hierarchy", "annotate", str(target), "--config", str(models3[name]))
             else:
                 restore_hierarchy(target)
-            nodes = _graph(target / "model.onnx")
+            nodes = graph_nodes(target / "model.onnx")
             # Left unattributed only where nothing but the root, spread from neighbours, was around: nodes
             # the provenance itself puts at the root (BERT's attention-mask ReduceSum after O2).
             unplaced = [n for n in nodes if n["module"] is None]
@@ -564,8 +412,8 @@ def test_static_quantization_qdq_and_qlinear(
         np.testing.assert_array_equal(a, b)
 
     restore_hierarchy(tmp_path / "annotated")
-    before = {n["name"]: n for n in _graph(exports3["bert"] / "model.onnx")}
-    nodes = _graph(tmp_path / "annotated" / "model.onnx")
+    before = {n["name"]: n for n in graph_nodes(exports3["bert"] / "model.onnx")}
+    nodes = graph_nodes(tmp_path / "annotated" / "model.onnx")
     assert all(n["module"] is not None for n in nodes)
     quant_ops = [n for n in nodes if n["op"] in {"QuantizeLinear", "DequantizeLinear"} or n["op"].startswith("QLinear")]
     assert quant_ops
