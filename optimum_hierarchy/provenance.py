@@ -26,6 +26,7 @@ __all__ = [
     "encode_module_outputs",
     "encode_provenance",
     "module_outputs",
+    "provenance_from_node_metadata",
     "snapshot",
 ]
 
@@ -34,9 +35,24 @@ import binascii
 import dataclasses
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from optimum_hierarchy.errors import SchemaError
-from optimum_hierarchy.schema import MODULE_OUTPUTS_KEY, PROVENANCE_KEY, ModuleTree, dumps_json, loads_json
+from optimum_hierarchy.schema import (
+    MODULE_OUTPUTS_KEY,
+    NODE_MODULE_KEY,
+    NODE_REASON_KEY,
+    NODE_SOURCE_KEY,
+    NODE_SOURCES_KEY,
+    PROVENANCE_KEY,
+    ModuleTree,
+    dumps_json,
+    loads_json,
+)
+from optimum_hierarchy.walk import iter_proto_nodes
+
+if TYPE_CHECKING:
+    import onnx
 
 PROVENANCE_VERSION = 1
 
@@ -247,3 +263,38 @@ def decode_module_outputs(props: Mapping[str, str]) -> dict[str, tuple[str, ...]
     ):
         raise SchemaError(f"{MODULE_OUTPUTS_KEY}: expected an object mapping module paths to lists of tensor names")
     return {k: tuple(v) for k, v in value.items()}
+
+
+def provenance_from_node_metadata(proto: onnx.ModelProto) -> Provenance:
+    """The provenance of a graph whose nodes already carry their attribution (module, source, sources).
+
+    For a file assembled from annotated files rather than annotated itself: Optimum's merged decoder,
+    whose two ``If`` branches copy the nodes of the two decoders, each just re-attributed from its
+    own provenance. Annotating the file with this provenance keeps every such node where it was.
+    """
+    # A node no annotation has seen (the merged file's If, the constants the merge added) is left out: it is
+    # new, and gets its module from the generic evidence.
+    nodes = [
+        node
+        for node, _ in iter_proto_nodes(proto.graph)
+        if any(p.key in (NODE_MODULE_KEY, NODE_REASON_KEY) for p in node.metadata_props)
+    ]
+    modules: dict[int, str] = {}
+    sources: dict[int, str] = {}
+    fused: dict[int, tuple[str, ...]] = {}
+    for i, node in enumerate(nodes):
+        props = {p.key: p.value for p in node.metadata_props}
+        if NODE_MODULE_KEY in props:
+            modules[i] = props[NODE_MODULE_KEY]
+            sources[i] = props.get(NODE_SOURCE_KEY, "unattributed")
+        if NODE_SOURCES_KEY in props:
+            value = loads_json(props[NODE_SOURCES_KEY], NODE_SOURCES_KEY)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                fused[i] = tuple(value)
+    table = NodeTable(
+        names=[n.name for n in nodes],
+        op_types=[n.op_type for n in nodes],
+        inputs=[list(n.input) for n in nodes],
+        outputs=[list(n.output) for n in nodes],
+    )
+    return snapshot(table, modules, sources, fused)

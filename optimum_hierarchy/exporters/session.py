@@ -18,6 +18,7 @@ import contextvars
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,6 +236,7 @@ def hierarchy_export_session(
         with contextlib.ExitStack() as stack:
             if dynamo:
                 stack.enter_context(_dynamo_export_pytorch())
+            stack.enter_context(_merge_decoders_with_hierarchy(session))
             yield session
     except BaseException:
         session.discard_written()
@@ -259,3 +261,57 @@ def _dynamo_export_pytorch() -> Iterator[None]:
         yield
     finally:
         convert.export_pytorch = original
+
+
+@contextlib.contextmanager
+def _merge_decoders_with_hierarchy(session: ExportSession) -> Iterator[None]:
+    """Optimum's ``merge_decoders`` with the hierarchy carried into the merged file.
+
+    Optimum merges ``decoder_model.onnx`` and ``decoder_with_past_model.onnx`` into the two ``If``
+    branches of ``decoder_model_merged.onnx`` after ``--optimize``. Each decoder is first
+    re-attributed from its own provenance (its fused nodes placed from what they replaced), so the
+    merged branches copy nodes that carry their modules; the merged file then gets the provenance
+    of exactly those nodes, and its annotation keeps them where they are. Without this, the
+    merged file only had the provenance of one unoptimized decoder, which describes neither branch.
+    """
+    import importlib
+
+    try:
+        module: Any = importlib.import_module("optimum.onnx")
+        original = module.merge_decoders
+    except (ImportError, AttributeError):
+        yield
+        return
+
+    @functools.wraps(original)
+    def merge_decoders(decoder: Any, decoder_with_past: Any, *args: Any, **kwargs: Any) -> Any:
+        for part in (decoder, decoder_with_past):
+            if isinstance(part, (str, os.PathLike)) and Path(part).is_file():
+                _annotate_now(session, Path(part))
+        result = original(decoder, decoder_with_past, *args, **kwargs)
+        save_path = kwargs.get("save_path", args[0] if args else None)
+        if isinstance(save_path, (str, os.PathLike)) and Path(save_path).is_file():
+            _annotate_now(session, Path(save_path), from_nodes=True)
+        return result
+
+    module.merge_decoders = merge_decoders
+    try:
+        yield
+    finally:
+        module.merge_decoders = original
+
+
+def _annotate_now(session: ExportSession, path: Path, *, from_nodes: bool = False) -> None:
+    """Re-attribute a file of the export now; ``from_nodes``: from the attribution its nodes carry."""
+    from optimum_hierarchy.provenance import encode_provenance, provenance_from_node_metadata
+    from optimum_hierarchy.schema import PROVENANCE_KEY
+
+    with read_model_file(path) as source:
+        if from_nodes:
+            props = source.proto.metadata_props
+            kept = [(p.key, p.value) for p in props if p.key != PROVENANCE_KEY]
+            del props[:]
+            for key, value in kept:
+                props.add(key=key, value=value)
+            props.add(key=PROVENANCE_KEY, value=encode_provenance(provenance_from_node_metadata(source.proto)))
+        session.note_annotated(session._finalize_file(path, source))

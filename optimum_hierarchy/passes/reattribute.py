@@ -3,7 +3,9 @@
 Definitions (``G0``: the graph as last annotated, stored as provenance; ``G1``: the graph now):
 
 * **Kept node**: a ``G1`` node with the name and op type of a ``G0`` node (where several ``G0``
-  nodes share the name, or it is empty, the one that also has the same output tensors). It keeps
+  nodes share the name, or it is empty, the one that also has the same output tensors; several
+  with the same outputs, inputs and placement, as in the two branches of a merged decoder, are
+  one answer). It keeps
   that node's module, source and source modules. ONNX Runtime keeps the names of the nodes it does
   not fuse; the same graph annotated again is kept whole, so annotating twice changes nothing.
 * **Counterpart** of a ``G1`` tensor: the ``G0`` tensor of the same name, or, for a tensor a kept
@@ -75,11 +77,16 @@ def reattribute(
     count = collections.Counter(n.name for n in g0 if n.name)
     g0_by_name = {n.name: k for k, n in enumerate(g0) if n.name and count[n.name] == 1}
     # Nodes whose name is empty or not unique (an optimizer's unnamed Cast) are told apart by their outputs.
-    signatures = collections.Counter((n.name, n.op_type, n.outputs) for n in g0 if n.name not in g0_by_name)
+    # Several with one signature are told apart only if they differ: the two branches of a merged decoder
+    # copy the nodes of two exports of one model, same names, tensors and modules; any of them is the answer.
+    same: dict[tuple[str, str, tuple[str, ...]], list[int]] = collections.defaultdict(list)
+    for k, n in enumerate(g0):
+        if n.name not in g0_by_name:
+            same[(n.name, n.op_type, n.outputs)].append(k)
     g0_by_signature = {
-        (n.name, n.op_type, n.outputs): k
-        for k, n in enumerate(g0)
-        if n.name not in g0_by_name and signatures[(n.name, n.op_type, n.outputs)] == 1
+        signature: ks[0]
+        for signature, ks in same.items()
+        if len({(g0[k].module, g0[k].source, g0[k].sources, g0[k].inputs) for k in ks}) == 1
     }
     g0_producer: dict[str, int] = {}
     g0_tensors: set[str] = set()
