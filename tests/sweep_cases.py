@@ -204,3 +204,20 @@ def export_sweep_case(name: str, directory: Path) -> SweepExport:
         o2 = directory / "o2"
         export_with_hierarchy(directory / "pytorch", o2, task=case.task, optimize="O2")
     return SweepExport(model=model, plain=directory / "plain", hierarchy=directory / "hierarchy", o2=o2)
+
+
+def readme_table() -> str:
+    """The README's table of supported architectures, from what the sweep checks (`python tests/sweep_cases.py`)."""
+    lines = [
+        "| model type | model class (tiny config) | task | checked by the sweep |",
+        "|---|---|---|---|",
+    ]
+    for name in sorted(SWEEP_CASES):
+        case = SWEEP_CASES[name]
+        mark = "tested, and tested with O2" if case.o2 else "tested; not optimizable by Optimum (no O2)"
+        lines.append(f"| `{name}` | `{case.model_class}` | `{case.task}` | {mark} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(readme_table())

@@ -168,3 +168,20 @@ def test_o2_fused_nodes_at_the_common_module_of_what_they_replaced(sweep_exports
                     wrong.append((path.name, key, node["name"], node["op"], got, expected))
     assert checked > 0
     assert not wrong, f"{len(wrong)} of {checked} created nodes not at the common module, e.g. {wrong[:3]}"
+
+
+def test_readme_table_is_the_sweep() -> None:
+    """The README's supported-architectures table is generated from SWEEP_CASES (python tests/sweep_cases.py)."""
+    from sweep_cases import readme_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert readme_table() in readme
+    assert len(SWEEP_CASES) >= 20
+
+
+def test_o2_marks_are_optimums() -> None:
+    """A case is optimized in the sweep exactly when Optimum's ORTOptimizer supports its model type."""
+    from optimum.onnxruntime.utils import ORTConfigManager
+
+    for name, case in SWEEP_CASES.items():
+        assert case.o2 == (name in ORTConfigManager._conf), name
