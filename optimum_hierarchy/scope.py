@@ -73,7 +73,9 @@ class ScopeResolver:
       ``...layers.0.layer`` -> ``...layers.0.layer.0``; ``weight`` under a weight-normed ``conv`` ->
       ``conv.parametrizations.weight``), through the aliases of shared modules too;
     * else, a shared module called from elsewhere: the module at ``A.segment`` for ``A`` an ancestor
-      of ``current`` (``shared`` under ``model.decoder`` -> ``model.shared``).
+      of ``current`` (``shared`` under ``model.decoder`` -> ``model.shared``);
+    * else, spellings other tools write: ``current.segment`` (one segment per level,
+      ``/encoder/layer/0/``) or ``root.segment`` (a full path from the exported module).
 
     Two closest candidates, or none, resolve to ``None``: nothing is guessed. The result is the
     module's own path (an alias resolves to the module it names).
@@ -127,10 +129,17 @@ class ScopeResolver:
         if closest:
             return closest[0] if len(closest) == 1 else None
         parts = current.split(".") if current else []
-        for name in (segment, base) if base is not None else (segment,):
+        names = (segment, base) if base is not None else (segment,)
+        for name in names:
             around = {
                 path for n in range(len(parts)) if (path := ".".join([*parts[:n], name])) in self._by_name.get(name, ())
             }
             if around:
                 return around.pop() if len(around) == 1 else None
+        # Spellings torch does not write but other tools do (`--scope-names` of older versions wrote
+        # `/encoder/layer/0/`; a full path from the exported module): one segment per level, or from the root.
+        for name in names:
+            for candidate in (f"{current}.{name}" if current else name, f"{self._root}.{name}" if self._root else name):
+                if self._tree.canonical(candidate) is not None:
+                    return candidate
         return None
