@@ -14,6 +14,7 @@ _TEXT = {"vocab_size": 512, "max_position_embeddings": 64}
 _ENCODER = {**_TEXT, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 _DECODER = {**_ENCODER, "num_key_value_heads": 2}
 _IMAGE = {"image_size": 32, "num_labels": 3}
+_VIT = {**_IMAGE, **{k: v for k, v in _ENCODER.items() if k not in _TEXT}, "patch_size": 8}
 _SEQ2SEQ = {
     **_TEXT,
     "d_model": 32,
@@ -64,28 +65,14 @@ SWEEP_CASES: dict[str, SweepCase] = {
         "ViTConfig",
         "ViTForImageClassification",
         "image-classification",
-        {
-            **_IMAGE,
-            "patch_size": 8,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 64,
-        },
+        _VIT,
         True,
     ),
     "deit": SweepCase(
         "DeiTConfig",
         "DeiTForImageClassification",
         "image-classification",
-        {
-            **_IMAGE,
-            "patch_size": 8,
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 64,
-        },
+        _VIT,
         False,
     ),
     "swin": SweepCase(

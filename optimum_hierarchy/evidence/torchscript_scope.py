@@ -28,4 +28,10 @@ class TorchScriptScope:
             return Found(path, self.label)
         if scope_segments(node_name) is None:
             return Missing("no TorchScript scope in its name")
-        return Missing(f"the scope of its name {node_name!r} matches no module of the tree")
+        # On a fresh export the scope is the exporter's record of the module call: one that names no module
+        # of the tree (or two) contradicts the tree, and is said so (a warning, and the reason if it stays
+        # unattributed), not silently replaced by the neighbours' module.
+        return Missing(
+            f"the scope of its name {node_name!r} matches no module of the tree (or more than one)",
+            rejected=self.label is AttributionSource.SCOPE,
+        )
