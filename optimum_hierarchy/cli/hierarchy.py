@@ -29,6 +29,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
+from optimum_hierarchy.cli.quantize_command import QuantizeCommand
 
 
 class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
@@ -263,6 +264,11 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
             name="extract",
             help="Write one module as a standalone ONNX model (its boundary tensors as inputs and outputs).",
             subcommand_class=ExtractCommand,
+        ),
+        CommandInfo(
+            name="quantize",
+            help="int4 weight-only quantization by module (MatMulNBits), keeping the hierarchy.",
+            subcommand_class=QuantizeCommand,
         ),
         CommandInfo(
             name="compare",

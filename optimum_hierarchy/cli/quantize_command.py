@@ -1,0 +1,114 @@
+"""``optimum-cli hierarchy quantize``: int4 weight-only quantization by module (ONNX Runtime's MatMulNBits).
+
+Import-light: Optimum imports this at start-up through the plugin file; heavy imports are in ``run``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["QuantizeCommand"]
+
+import json
+import logging
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+
+from optimum.commands.base import BaseOptimumCLICommand
+
+_GLOB_HELP = "module paths as `optimum-cli hierarchy tree FILE` prints them, '*' one path segment, '**' any number"
+
+
+class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        parser.add_argument("model", type=Path, help="An annotated .onnx file.")
+        parser.add_argument("-o", "--output", type=Path, required=True, help="The .onnx file to write.")
+        parser.add_argument(
+            "--int4",
+            action="store_true",
+            help="int4 weight-only quantization of MatMul weights (ONNX Runtime's MatMulNBits); required.",
+        )
+        parser.add_argument(
+            "--block-size", type=int, default=128, help="Weights per int4 block and scale (16, 32, 64, 128, 256)."
+        )
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(
+            "--symmetric", dest="symmetric", action="store_true", default=True, help="Symmetric blocks (default)."
+        )
+        group.add_argument(
+            "--asymmetric", dest="symmetric", action="store_false", help="Asymmetric blocks (a zero point each)."
+        )
+        parser.add_argument(
+            "--accuracy-level",
+            type=int,
+            default=None,
+            choices=[0, 1, 2, 3, 4],
+            help="MatMulNBits accuracy level (the compute type of its kernel; default: ONNX Runtime's).",
+        )
+        parser.add_argument(
+            "--exclude-modules", nargs="+", metavar="GLOB", default=(), help=f"Keep these modules float: {_GLOB_HELP}."
+        )
+        parser.add_argument(
+            "--include-modules",
+            nargs="+",
+            metavar="GLOB",
+            default=(),
+            help="Quantize only inside these modules (with --exclude-modules: minus the excluded ones).",
+        )
+        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of text.")
+
+    def run(self) -> None:
+        from rich.console import Console
+
+        from optimum_hierarchy.cli.output import print_error
+        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.tools.int4 import quantize_int4
+
+        a = self.args
+        if not a.int4:
+            print_error("choose the quantization: --int4 (int4 weight-only, MatMulNBits).")
+            sys.exit(1)
+        # ONNX Runtime's quantizer logs every node it visits at INFO.
+        logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+        logging.getLogger("optimum_hierarchy").setLevel(logging.WARNING)
+        logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+        try:
+            result = quantize_int4(
+                a.model,
+                a.output,
+                block_size=a.block_size,
+                symmetric=a.symmetric,
+                accuracy_level=a.accuracy_level,
+                exclude_modules=a.exclude_modules,
+                include_modules=a.include_modules,
+            )
+        except HierarchyError as e:
+            print_error(str(e))
+            sys.exit(1)
+        except OSError as e:
+            print_error(f"{e}. Check the paths and their permissions.")
+            sys.exit(1)
+        data = {
+            "output": str(result.output),
+            "external_data": result.external_data,
+            "selection": {
+                "exclude_modules": list(result.selection.exclude_modules),
+                "include_modules": list(result.selection.include_modules),
+                "matched": {k: list(v) for k, v in result.selection.matched.items()},
+                "kept_float_nodes": result.selection.float_nodes,
+            },
+            "quantized": [{"node": n, "module": m} for n, m in result.quantized],
+            "attributed": result.summary.attributed,
+            "nodes": result.summary.nodes,
+        }
+        if a.json:
+            sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            return
+        console = Console()
+        console.print(f"Wrote {result.output}: {len(result.quantized)} MatMul weights in int4.", highlight=False)
+        console.print(f"Selection: {result.selection.describe()}.", highlight=False)
+        modules = sorted({m or "(unattributed)" for _, m in result.quantized})
+        if modules:
+            shown = ", ".join(modules[:8]) + (f", ... ({len(modules)} modules)" if len(modules) > 8 else "")
+            console.print(f"Quantized modules: {shown}", highlight=False)
+        console.print(f"Hierarchy: {result.summary.describe()}", highlight=False)

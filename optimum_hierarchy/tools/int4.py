@@ -1,0 +1,125 @@
+"""int4 weight-only quantization by module: ONNX Runtime's ``MatMulNBitsQuantizer`` with module globs.
+
+``MatMulNBitsQuantizer`` turns each ``MatMul`` whose weight is a constant into a ``MatMulNBits``
+(int4 weights in blocks along the input axis, one scale per block), and selects nodes by name only
+(``nodes_to_exclude`` / ``nodes_to_include``). Here module globs are resolved to the node names of the
+exact file (:func:`optimum_hierarchy.tools.selection.nodes_for_modules`: an excluded module keeps all
+its nodes float, fused nodes that replaced part of it included), the quantizer runs, and the result is
+re-attributed from the file's provenance: each ``MatMulNBits`` lands in the module of the ``MatMul`` it
+replaced (its ``nn.Linear``), source ``fusion``. No optimum-onnx is needed.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BLOCK_SIZES", "Int4Result", "quantize_int4"]
+
+import contextlib
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import onnx
+
+from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy.atomic import write_through_temporary
+from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata
+from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules
+from optimum_hierarchy.wire import PROTOBUF_LIMIT, read_model_file
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+"""Block sizes ``MatMulNBits`` takes (a power of two, at least 16)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Int4Result:
+    output: Path
+    selection: ModuleSelection
+    quantized: tuple[tuple[str, str | None], ...]
+    """Each ``MatMulNBits`` node of the output and its module."""
+    summary: AttributionSummary
+    external_data: bool
+
+
+def quantize_int4(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    block_size: int = 128,
+    symmetric: bool = True,
+    accuracy_level: int | None = None,
+    exclude_modules: Globs = (),
+    include_modules: Globs = (),
+) -> Int4Result:
+    """Quantize the ``MatMul`` weights of ``model`` to int4 (``MatMulNBits``), by module; write ``output``.
+
+    ``exclude_modules`` / ``include_modules``: module globs as ``optimum-cli hierarchy tree`` prints the
+    paths (``*`` one segment, ``**`` any number); a glob that matches nothing is an error naming the
+    closest modules. ``model`` must carry the hierarchy. Weights in external data are read; the
+    output's weights go to ``<output>_data`` when the input's were external or they exceed protobuf's
+    2 GB limit. ``output`` is written atomically and never over ``model``; on failure nothing is left.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    source, target = Path(model), Path(output)
+    if block_size not in BLOCK_SIZES:
+        raise HierarchyError(f"--block-size {block_size}: MatMulNBits takes {', '.join(map(str, BLOCK_SIZES))}.")
+    if not source.is_file():
+        raise HierarchyError(f"{source}: no such ONNX file.")
+    if target.exists() and target.resolve() == source.resolve():
+        raise HierarchyError(f"-o {target}: is the input file; write the quantized model to another path.")
+    if not target.parent.is_dir():
+        raise HierarchyError(f"-o {target}: the directory {target.parent} does not exist.")
+    selection = nodes_for_modules(source, exclude_modules=exclude_modules, include_modules=include_modules)
+    with read_model_file(source) as light:  # no weight values
+        external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.proto.graph.initializer)
+    proto = onnx.load(str(source))  # with the weights: they are what gets quantized
+    meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(source))
+    include = list(selection.nodes_to_quantize) if selection.restricts else None
+    quantizer = MatMulNBitsQuantizer(
+        proto,
+        bits=4,
+        block_size=block_size,
+        is_symmetric=symmetric,
+        accuracy_level=accuracy_level,
+        nodes_to_exclude=list(selection.nodes_to_exclude),
+        nodes_to_include=include if include else None,
+        op_types_to_quantize=("MatMul",),
+    )
+    if selection.restricts and not include:
+        quantized_proto = proto  # nothing selected: ONNX Runtime reads an empty include list as "all"
+    else:
+        quantizer.process()
+        quantized_proto = quantizer.model.model
+    summary, _ = annotate_onnx_model(quantized_proto, meta.tree, meta.export, where=str(target))
+    size = quantized_proto.ByteSize()
+    use_external = external or size >= PROTOBUF_LIMIT
+    _write(quantized_proto, target, external_data=use_external)
+    nodes = tuple(
+        (n.name, next((p.value for p in n.metadata_props if p.key.endswith(".module")), None))
+        for n in quantized_proto.graph.node
+        if n.op_type == "MatMulNBits"
+    )
+    logger.info("%s: %d MatMul weights in int4; %s", target, len(nodes), summary.describe())
+    return Int4Result(output=target, selection=selection, quantized=nodes, summary=summary, external_data=use_external)
+
+
+def _write(proto: onnx.ModelProto, target: Path, *, external_data: bool) -> None:
+    data = target.with_name(target.name + "_data")
+
+    def write(tmp: Path) -> None:
+        if external_data:
+            onnx.save(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        else:
+            onnx.save(proto, str(tmp))
+
+    try:
+        write_through_temporary(target, write)
+    except BaseException:
+        if external_data:
+            with contextlib.suppress(FileNotFoundError):
+                data.unlink()
+        raise
