@@ -9,7 +9,7 @@ abandoned files: those no live process holds the lock of.
 
 from __future__ import annotations
 
-__all__ = ["atomic_write", "directory_lock", "target_mode", "write_through_temporary"]
+__all__ = ["atomic_write", "directory_lock", "save_onnx", "target_mode", "write_through_temporary"]
 
 import contextlib
 import os
@@ -17,7 +17,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from optimum_hierarchy.errors import HierarchyError
 
@@ -193,3 +193,28 @@ def _open_directory(directory: str | os.PathLike[str]) -> int | None:
         return os.open(directory, os.O_RDONLY)
     except OSError:
         return None
+
+
+def save_onnx(proto: Any, path: str | os.PathLike[str], *, external_data: bool) -> None:
+    """``onnx.save`` of a whole model to ``path`` through a temporary file (:func:`write_through_temporary`).
+
+    ``external_data``: the tensors go to ``<name>_data`` beside it (removed again if the write fails).
+    """
+    import onnx
+
+    path = Path(path)
+    data = path.with_name(path.name + "_data")
+
+    def write(tmp: Path) -> None:
+        if external_data:
+            onnx.save(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        else:
+            onnx.save(proto, str(tmp))
+
+    try:
+        write_through_temporary(path, write)
+    except BaseException:
+        if external_data:
+            with contextlib.suppress(FileNotFoundError):
+                data.unlink()
+        raise

@@ -29,7 +29,7 @@ from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
-from optimum_hierarchy.cli.quantize_command import QuantizeCommand
+from optimum_hierarchy.cli.quantize_command import ConvertCommand, QuantizeCommand
 
 
 class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
@@ -269,6 +269,11 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
             name="quantize",
             help="int4 weight-only quantization by module (MatMulNBits), keeping the hierarchy.",
             subcommand_class=QuantizeCommand,
+        ),
+        CommandInfo(
+            name="convert",
+            help="float16 with chosen modules kept in float32, keeping the hierarchy.",
+            subcommand_class=ConvertCommand,
         ),
         CommandInfo(
             name="compare",

@@ -1,11 +1,11 @@
-"""``optimum-cli hierarchy quantize``: int4 weight-only quantization by module (ONNX Runtime's MatMulNBits).
+"""Precision by module: ``optimum-cli hierarchy quantize --int4`` (MatMulNBits) and ``convert --fp16``.
 
 Import-light: Optimum imports this at start-up through the plugin file; heavy imports are in ``run``.
 """
 
 from __future__ import annotations
 
-__all__ = ["QuantizeCommand"]
+__all__ = ["ConvertCommand", "QuantizeCommand"]
 
 import json
 import logging
@@ -111,4 +111,72 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         if modules:
             shown = ", ".join(modules[:8]) + (f", ... ({len(modules)} modules)" if len(modules) > 8 else "")
             console.print(f"Quantized modules: {shown}", highlight=False)
+        console.print(f"Hierarchy: {result.summary.describe()}", highlight=False)
+
+
+class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        parser.add_argument("model", type=Path, help="An annotated .onnx file.")
+        parser.add_argument("-o", "--output", type=Path, required=True, help="The .onnx file to write.")
+        parser.add_argument(
+            "--fp16", action="store_true", help="Convert to float16 (ONNX Runtime's float16 converter); required."
+        )
+        parser.add_argument(
+            "--keep-fp32-modules",
+            nargs="+",
+            metavar="GLOB",
+            default=(),
+            help=f"Modules that keep computing in float32, their weights too: {_GLOB_HELP}.",
+        )
+        parser.add_argument(
+            "--keep-io-types", action="store_true", help="Keep the graph's float inputs and outputs in float32."
+        )
+        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of text.")
+
+    def run(self) -> None:
+        from rich.console import Console
+
+        from optimum_hierarchy.cli.output import print_error
+        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.tools.fp16 import convert_fp16
+
+        a = self.args
+        if not a.fp16:
+            print_error("choose the conversion: --fp16.")
+            sys.exit(1)
+        logging.getLogger("optimum_hierarchy").setLevel(logging.WARNING)
+        try:
+            result = convert_fp16(
+                a.model, a.output, keep_fp32_modules=a.keep_fp32_modules, keep_io_types=a.keep_io_types
+            )
+        except HierarchyError as e:
+            print_error(str(e))
+            sys.exit(1)
+        except OSError as e:
+            print_error(f"{e}. Check the paths and their permissions.")
+            sys.exit(1)
+        kept = {k: list(v) for k, v in result.selection.matched.items()} if result.selection is not None else {}
+        data = {
+            "output": str(result.output),
+            "external_data": result.external_data,
+            "kept_fp32_modules": kept,
+            "initializers": result.initializers,
+            "casts_added": result.casts_added,
+            "attributed": result.summary.attributed,
+            "nodes": result.summary.nodes,
+        }
+        if a.json:
+            sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            return
+        console = Console()
+        console.print(
+            f"Wrote {result.output}: initializers {result.initializers}, {result.casts_added} Cast nodes added.",
+            highlight=False,
+        )
+        if result.selection is not None:
+            modules = sorted({m for paths in result.selection.matched.values() for m in paths})
+            console.print(
+                f"Kept in float32: {', '.join(modules)} ({result.selection.float_nodes} nodes).", highlight=False
+            )
         console.print(f"Hierarchy: {result.summary.describe()}", highlight=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 __all__ = ["BLOCK_SIZES", "Int4Result", "quantize_int4"]
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from optimum_hierarchy.annotate import annotate_onnx_model
-from optimum_hierarchy.atomic import write_through_temporary
+from optimum_hierarchy.atomic import save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata
 from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules
@@ -97,7 +96,7 @@ def quantize_int4(
     summary, _ = annotate_onnx_model(quantized_proto, meta.tree, meta.export, where=str(target))
     size = quantized_proto.ByteSize()
     use_external = external or size >= PROTOBUF_LIMIT
-    _write(quantized_proto, target, external_data=use_external)
+    save_onnx(quantized_proto, target, external_data=use_external)
     nodes = tuple(
         (n.name, next((p.value for p in n.metadata_props if p.key.endswith(".module")), None))
         for n in quantized_proto.graph.node
@@ -105,21 +104,3 @@ def quantize_int4(
     )
     logger.info("%s: %d MatMul weights in int4; %s", target, len(nodes), summary.describe())
     return Int4Result(output=target, selection=selection, quantized=nodes, summary=summary, external_data=use_external)
-
-
-def _write(proto: onnx.ModelProto, target: Path, *, external_data: bool) -> None:
-    data = target.with_name(target.name + "_data")
-
-    def write(tmp: Path) -> None:
-        if external_data:
-            onnx.save(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
-        else:
-            onnx.save(proto, str(tmp))
-
-    try:
-        write_through_temporary(target, write)
-    except BaseException:
-        if external_data:
-            with contextlib.suppress(FileNotFoundError):
-                data.unlink()
-        raise
