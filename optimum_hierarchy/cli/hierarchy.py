@@ -26,6 +26,7 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from optimum_hierarchy.cli.error_command import ErrorCommand
 from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
@@ -274,6 +275,11 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
             name="convert",
             help="float16 with chosen modules kept in float32, keeping the hierarchy.",
             subcommand_class=ConvertCommand,
+        ),
+        CommandInfo(
+            name="error",
+            help="Per-module error between two ONNX files of one model: accumulated, and local (the culprit).",
+            subcommand_class=ErrorCommand,
         ),
         CommandInfo(
             name="compare",

@@ -1,0 +1,100 @@
+"""``optimum-cli hierarchy error``: per-module error between two ONNX files of one model.
+
+Import-light: Optimum imports this at start-up through the plugin file; heavy imports are in ``run``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ErrorCommand"]
+
+import json
+import sys
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from optimum.commands.base import BaseOptimumCLICommand
+
+
+class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
+    @staticmethod
+    def parse_args(parser: ArgumentParser) -> None:
+        parser.add_argument("reference", type=Path, help="The reference .onnx file (e.g. the float32 export).")
+        parser.add_argument("candidate", type=Path, help="The file to measure (int4, int8, fp16, optimized ...).")
+        parser.add_argument("--depth", type=int, default=None, help="Only modules down to this depth (root: 0).")
+        parser.add_argument(
+            "--inputs", type=Path, default=None, help="An .npz of the graph inputs (default: generated, as profile)."
+        )
+        parser.add_argument(
+            "--shape",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A dimension of the generated inputs (batch_size=1, sequence_length=128); repeatable.",
+        )
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs.")
+        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
+
+    def run(self) -> None:
+        from optimum_hierarchy.cli.output import print_error
+        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.tools.error import module_errors
+        from optimum_hierarchy.tools.inputs import parse_shapes
+
+        a = self.args
+        try:
+            feeds = _load_inputs(a.inputs) if a.inputs is not None else None
+            report = module_errors(
+                a.reference, a.candidate, depth=a.depth, feeds=feeds, shapes=parse_shapes(a.shape), seed=a.seed
+            )
+        except HierarchyError as e:
+            print_error(str(e))
+            sys.exit(1)
+        except OSError as e:
+            print_error(f"{e}. Check the paths and their permissions.")
+            sys.exit(1)
+        if a.json:
+            sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+            return
+        _render(report)
+
+
+def _load_inputs(path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from optimum_hierarchy.errors import HierarchyError
+
+    if not path.is_file():
+        raise HierarchyError(f"--inputs {path}: no such file; give an .npz with one array per graph input.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError) as e:
+        raise HierarchyError(f"--inputs {path}: not a readable .npz ({e}).") from e
+
+
+def _render(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Error of {report.candidate.name} against {report.reference.name}, by module")
+    table.add_column("module", overflow="fold")
+    table.add_column("accumulated rel L2", justify="right")
+    table.add_column("accumulated cos", justify="right")
+    table.add_column("local max abs", justify="right")
+    table.add_column("local rel L2", justify="right")
+    noted = 0
+    for row in report.modules:
+        acc, loc = row.accumulated, row.local
+        table.add_row(
+            (row.module or "(root)") + (" *" if row.reason else ""),
+            f"{acc.rel_l2:.2e}" if acc else "-",
+            f"{acc.cosine:.6f}" if acc else "-",
+            f"{loc.max_abs:.2e}" if loc else "-",
+            f"{loc.rel_l2:.2e}" if loc else "-",
+        )
+        noted += bool(row.reason)
+    console = Console()
+    console.print(table)
+    if noted:
+        console.print(f"* {noted} modules not (fully) compared; --json gives each reason.", highlight=False)

@@ -1,0 +1,73 @@
+"""`optimum-cli hierarchy error`: per-module accumulated and local error between two files (both stacks).
+
+The reference is a `hierarchy export` of a tiny Llama; the candidate its int4 version with some modules
+excluded. Which Linears are excluded or quantized is read from the candidate with plain onnx (MatMul vs
+MatMulNBits), independently of the error tool.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from dynamo_support import module_of
+from support import run_cli
+
+from optimum_hierarchy.tools.int4 import quantize_int4
+
+pytestmark = pytest.mark.cli
+
+EXCLUDE = ["lm_head", "model.layers.0.self_attn.*"]
+
+
+@pytest.fixture(scope="module")
+def llama_int4(task_exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("error") / "int4.onnx"
+    quantize_int4(task_exports["llama"] / "model.onnx", out, block_size=32, exclude_modules=EXCLUDE)
+    return task_exports["llama"] / "model.onnx", out
+
+
+def test_local_error_finds_the_quantized_modules(llama_int4: tuple[Path, Path]) -> None:
+    reference, candidate = llama_int4
+    report = json.loads(run_cli("hierarchy", "error", str(reference), str(candidate), "--json").stdout)
+    rows = {r["module"]: r for r in report["modules"]}
+    assert any("local" in k for k in rows["lm_head"]) and any("accumulated" in k for k in rows["lm_head"])
+    graph = onnx.load(str(candidate), load_external_data=False).graph
+    quantized = {module_of(n) for n in graph.node if n.op_type == "MatMulNBits"}
+    float_linears = {"lm_head"} | {f"model.layers.0.self_attn.{p}_proj" for p in "qkvo"}
+    assert quantized and not quantized & float_linears
+    assert {module_of(n) for n in graph.node if n.op_type == "MatMul"} >= float_linears
+    for module in float_linears:  # excluded: the module itself adds nothing
+        assert rows[module]["local_max_abs"] is not None and rows[module]["local_max_abs"] <= 1e-6, module
+    for module in quantized:  # int4 weights: each quantized Linear adds error of its own
+        assert rows[module]["local_max_abs"] > 0, module
+        assert rows[module]["local_cosine"] > 0.9, module
+    # Error accumulates along the layers (relative L2 of each decoder layer's output).
+    layers = [rows[f"model.layers.{i}"]["accumulated_rel_l2"] for i in range(2)]
+    assert 0 < layers[0] < layers[1]
+    assert rows["lm_head"]["accumulated_rel_l2"] > 0  # upstream error reaches it
+
+
+def test_same_file_has_no_error(llama_int4: tuple[Path, Path]) -> None:
+    reference, _ = llama_int4
+    report = json.loads(run_cli("hierarchy", "error", str(reference), str(reference), "--json", "--depth", "2").stdout)
+    compared = [r for r in report["modules"] if r["accumulated_max_abs"] is not None]
+    assert compared and all(r["accumulated_max_abs"] == 0 and r["local_max_abs"] == 0 for r in compared)
+    assert all(r["module"].count(".") <= 1 for r in report["modules"])
+
+
+def test_bad_input_is_a_clear_error(
+    llama_int4: tuple[Path, Path], task_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    reference, candidate = llama_int4
+    other = run_cli("hierarchy", "error", str(reference), str(task_exports["bert"] / "model.onnx"), check=False)
+    assert other.returncode == 1 and "different models" in other.stderr.replace("\n", " ")
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, input_ids=np.zeros((1, 4), dtype=np.int64))  # attention_mask and position_ids missing
+    wrong = run_cli("hierarchy", "error", str(reference), str(candidate), "--inputs", str(inputs), check=False)
+    assert wrong.returncode == 1 and "inputs" in wrong.stderr
+    missing = run_cli("hierarchy", "error", str(reference), str(tmp_path / "nope.onnx"), check=False)
+    assert missing.returncode == 1 and "nope.onnx" in missing.stderr
