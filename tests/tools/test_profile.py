@@ -166,9 +166,9 @@ def test_at_full_optimization_every_event_is_attributed(
         # ONNX Runtime fused nodes the file does not have: the mapping went through the graph it ran.
         named, _ = file_modules(path)
         assert any(e["name"][: -len(SUFFIX)] not in named for e in kernels)
-    # Plausibility on timings (noisy on a loaded 2-core machine): the encoder's two layers outweigh the
-    # embeddings by about 15x here, so this holds with a wide margin; single layers are not compared.
-    assert profile.module("encoder").subtree_us > profile.module("embeddings").subtree_us
+    # Plausibility without timing (times belong to benchmarks: a loaded machine made the embeddings' time
+    # exceed the encoder's once): the encoder's two layers run more kernels than the embeddings.
+    assert profile.module("encoder").subtree_calls > profile.module("embeddings").subtree_calls
 
 
 def test_aggregated_to_a_depth(bert_variants: dict[str, Path]) -> None:
