@@ -36,23 +36,21 @@ class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is u
         parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
 
     def run(self) -> None:
-        from optimum_hierarchy.cli.output import print_error
-        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.cli.output import or_exit
         from optimum_hierarchy.tools.error import module_errors
         from optimum_hierarchy.tools.inputs import parse_shapes
 
         a = self.args
-        try:
-            feeds = _load_inputs(a.inputs) if a.inputs is not None else None
-            report = module_errors(
-                a.reference, a.candidate, depth=a.depth, feeds=feeds, shapes=parse_shapes(a.shape), seed=a.seed
+        report = or_exit(
+            lambda: module_errors(
+                a.reference,
+                a.candidate,
+                depth=a.depth,
+                feeds=_load_inputs(a.inputs) if a.inputs is not None else None,
+                shapes=parse_shapes(a.shape),
+                seed=a.seed,
             )
-        except HierarchyError as e:
-            print_error(str(e))
-            sys.exit(1)
-        except OSError as e:
-            print_error(f"{e}. Check the paths and their permissions.")
-            sys.exit(1)
+        )
         if a.json:
             sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
             return

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-__all__ = ["print_annotated_files", "print_error", "print_export_result"]
+__all__ = ["or_exit", "print_annotated_files", "print_error", "print_export_result"]
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult
+
+T = TypeVar("T")
+
+
+def or_exit(produce: Callable[[], T]) -> T:
+    """``produce()``; on an error this package raises on purpose or an unreadable path: the message, exit 1."""
+    from optimum_hierarchy.errors import HierarchyError
+
+    try:
+        return produce()
+    except HierarchyError as e:
+        print_error(str(e))
+    except OSError as e:
+        print_error(f"{e}. Check the paths and their permissions.")
+    sys.exit(1)
 
 
 def print_error(message: str) -> None:

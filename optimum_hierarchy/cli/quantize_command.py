@@ -60,8 +60,7 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
     def run(self) -> None:
         from rich.console import Console
 
-        from optimum_hierarchy.cli.output import print_error
-        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.cli.output import or_exit, print_error
         from optimum_hierarchy.tools.int4 import quantize_int4
 
         a = self.args
@@ -72,8 +71,8 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
         logging.getLogger("optimum_hierarchy").setLevel(logging.WARNING)
         logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
-        try:
-            result = quantize_int4(
+        result = or_exit(
+            lambda: quantize_int4(
                 a.model,
                 a.output,
                 block_size=a.block_size,
@@ -82,12 +81,7 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
                 exclude_modules=a.exclude_modules,
                 include_modules=a.include_modules,
             )
-        except HierarchyError as e:
-            print_error(str(e))
-            sys.exit(1)
-        except OSError as e:
-            print_error(f"{e}. Check the paths and their permissions.")
-            sys.exit(1)
+        )
         data = {
             "output": str(result.output),
             "external_data": result.external_data,
@@ -137,8 +131,7 @@ class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
     def run(self) -> None:
         from rich.console import Console
 
-        from optimum_hierarchy.cli.output import print_error
-        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.cli.output import or_exit, print_error
         from optimum_hierarchy.tools.fp16 import convert_fp16
 
         a = self.args
@@ -146,16 +139,11 @@ class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
             print_error("choose the conversion: --fp16.")
             sys.exit(1)
         logging.getLogger("optimum_hierarchy").setLevel(logging.WARNING)
-        try:
-            result = convert_fp16(
+        result = or_exit(
+            lambda: convert_fp16(
                 a.model, a.output, keep_fp32_modules=a.keep_fp32_modules, keep_io_types=a.keep_io_types
             )
-        except HierarchyError as e:
-            print_error(str(e))
-            sys.exit(1)
-        except OSError as e:
-            print_error(f"{e}. Check the paths and their permissions.")
-            sys.exit(1)
+        )
         kept = {k: list(v) for k, v in result.selection.matched.items()} if result.selection is not None else {}
         data = {
             "output": str(result.output),

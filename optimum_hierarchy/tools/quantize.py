@@ -1,25 +1,9 @@
-"""int8 by module through Optimum's ORTQuantizer: the selection of :mod:`optimum_hierarchy.tools.selection`
-as ONNX Runtime's ``nodes_to_exclude`` / ``nodes_to_quantize``.
+"""int8 by module through Optimum's ORTQuantizer (the ``onnx`` extra).
 
-ONNX Runtime's quantizer (and Optimum's ``QuantizationConfig``) selects nodes by ONNX node name only,
-and names differ from file to file (an optimized graph has ``Attention_0`` where the export had
-``.../query/MatMul``). Here the names are read from the hierarchy stored in the exact file being
-quantized:
-
-* ``exclude_modules``: every node attributed inside a matched module's subtree stays float, and so
-  does every fused node attributed above it that replaced part of it (its ``sources`` reach into the
-  subtree: an ``Attention`` that replaced an excluded ``query`` Linear keeps the whole attention
-  float). Float wins.
-* ``include_modules``: only nodes attributed inside a matched module's subtree may be quantized;
-  fused nodes attributed above it are not, and neither are unattributed nodes.
-* Both: the included nodes minus the excluded ones.
-
-Globs are module paths as ``optimum-cli hierarchy tree FILE`` prints them, ``*`` one path segment,
-``**`` any number of them. Names ONNX Runtime derives while quantizing are covered (a dynamic
-quantization turns ``Gemm`` ``X`` into ``MatMul`` ``X_MatMul``, which is the name it then checks).
-The same lists are passed to the quantizer of every ``If`` / ``Loop`` body, so subgraph nodes are
-selected by the same names. A name borne by nodes on both sides (a subgraph reusing a name, unnamed
-nodes) stays float and is reported in :attr:`ModuleSelection.conflicts`.
+The module globs are resolved to the node names of the exact file by
+:mod:`optimum_hierarchy.tools.selection` (which nodes an exclusion or inclusion covers, fused nodes
+included, is documented there) and given to ONNX Runtime as ``nodes_to_exclude`` /
+``nodes_to_quantize``; the same lists go to the quantizer of every ``If`` / ``Loop`` body.
 """
 
 from __future__ import annotations
