@@ -9,7 +9,14 @@ abandoned files: those no live process holds the lock of.
 
 from __future__ import annotations
 
-__all__ = ["atomic_write", "directory_lock", "save_onnx", "target_mode", "write_through_temporary"]
+__all__ = [
+    "atomic_write",
+    "check_output_path",
+    "directory_lock",
+    "save_onnx",
+    "target_mode",
+    "write_through_temporary",
+]
 
 import contextlib
 import os
@@ -195,26 +202,37 @@ def _open_directory(directory: str | os.PathLike[str]) -> int | None:
         return None
 
 
-def save_onnx(proto: Any, path: str | os.PathLike[str], *, external_data: bool) -> None:
-    """``onnx.save`` of a whole model to ``path`` through a temporary file (:func:`write_through_temporary`).
+def check_output_path(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Refuse an output file that is the input, a directory, or in a directory that does not exist."""
+    source, target = Path(source), Path(target)
+    if target.exists() and target.resolve() == source.resolve():
+        raise HierarchyError(f"{target}: is the input file; choose another output file.")
+    if target.is_dir():
+        raise HierarchyError(f"{target}: is a directory; give the path of the .onnx file to write.")
+    if not target.parent.is_dir():
+        raise HierarchyError(f"{target.parent}: no such directory for {target.name}.")
 
-    ``external_data``: the tensors go to ``<name>_data`` beside it (removed again if the write fails).
+
+def save_onnx(proto: Any, path: str | os.PathLike[str], *, external_data: bool) -> None:
+    """Write a whole ``onnx.ModelProto`` to ``path`` atomically (``proto`` itself is not changed).
+
+    ``external_data``: the tensors go to ``<name>_data`` beside it (needed over protobuf's 2 GB). Both
+    files are staged in a temporary directory beside ``path`` and renamed into place, the data file
+    first: a reader finds either the old model or the new one with its data.
     """
+    path = Path(path)
+    if not external_data:
+        atomic_write(path, proto.SerializeToString())
+        return
     import onnx
 
-    path = Path(path)
-    data = path.with_name(path.name + "_data")
-
-    def write(tmp: Path) -> None:
-        if external_data:
-            onnx.save(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
-        else:
-            onnx.save(proto, str(tmp))
-
-    try:
-        write_through_temporary(path, write)
-    except BaseException:
-        if external_data:
-            with contextlib.suppress(FileNotFoundError):
-                data.unlink()
-        raise
+    data_name = path.name + "_data"
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        copy = onnx.ModelProto()
+        copy.CopyFrom(proto)
+        onnx.save_model(copy, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+        mode = target_mode(path)
+        for name in (data_name, path.name):
+            os.chmod(Path(tmp) / name, mode)
+            os.replace(Path(tmp) / name, path.parent / name)

@@ -32,6 +32,7 @@ __all__ = [
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import zlib
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ from optimum_hierarchy.schema import (
     NODE_SOURCES_KEY,
     PROVENANCE_KEY,
     ModuleTree,
+    decode_node_sources,
     dumps_json,
     loads_json,
 )
@@ -287,10 +289,9 @@ def provenance_from_node_metadata(proto: onnx.ModelProto) -> Provenance:
         if NODE_MODULE_KEY in props:
             modules[i] = props[NODE_MODULE_KEY]
             sources[i] = props.get(NODE_SOURCE_KEY, "unattributed")
-        if NODE_SOURCES_KEY in props:
-            value = loads_json(props[NODE_SOURCES_KEY], NODE_SOURCES_KEY)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                fused[i] = tuple(value)
+        with contextlib.suppress(SchemaError):  # malformed: stands for nothing, as if absent
+            if sources_of := decode_node_sources(props.get(NODE_SOURCES_KEY), node.name):
+                fused[i] = sources_of
     table = NodeTable(
         names=[n.name for n in nodes],
         op_types=[n.op_type for n in nodes],

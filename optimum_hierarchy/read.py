@@ -79,7 +79,7 @@ def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
             check_text(proto, where)  # names the field
             raise
         module = node_props.get(schema.NODE_MODULE_KEY)
-        sources = _sources(node_props.get(schema.NODE_SOURCES_KEY), name)
+        sources = schema.decode_node_sources(node_props.get(schema.NODE_SOURCES_KEY), name)
         for key, named in ((schema.NODE_MODULE_KEY, module), *((schema.NODE_SOURCES_KEY, s) for s in sources)):
             if named is not None and named not in metadata.tree:
                 raise SchemaError(
@@ -107,15 +107,6 @@ def _from_file(path: Path) -> ModelHierarchy:
     """Read without weight values: neither external data nor the tensors stored in the file."""
     with read_model_file(path) as source:
         return _from_proto(source.proto, path)
-
-
-def _sources(text: str | None, node_name: str) -> tuple[str, ...]:
-    if text is None:
-        return ()
-    value = schema.loads_json(text, f"{schema.NODE_SOURCES_KEY} of node {node_name!r}")
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise SchemaError(f"{schema.NODE_SOURCES_KEY} of node {node_name!r}: expected a JSON list of module paths")
-    return tuple(value)
 
 
 def _session_path(obj: Any) -> Path | None:

@@ -56,6 +56,7 @@ __all__ = [
     "ParameterInfo",
     "UnattributedNode",
     "decode_model_metadata",
+    "decode_node_sources",
     "dumps_json",
     "encode_model_metadata",
     "loads_json",
@@ -499,6 +500,16 @@ class HierarchyMetadata:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def decode_node_sources(text: str | None, node_name: str) -> tuple[str, ...]:
+    """A node's ``pkg.optimum_hierarchy.sources`` (the modules a fused node stands for); ``()`` when absent."""
+    if text is None:
+        return ()
+    value = loads_json(text, f"{NODE_SOURCES_KEY} of node {node_name!r}")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SchemaError(f"{NODE_SOURCES_KEY} of node {node_name!r}: expected a JSON list of module paths")
+    return tuple(value)
 
 
 def namespace_of(path: str) -> str:

@@ -20,9 +20,11 @@ The file is then written once, atomically (weights over protobuf's 2 GB limit go
 from __future__ import annotations
 
 __all__ = [
+    "LOGITS_TO_KEEP",
     "annotate_program",
     "dynamo_is_default",
     "export_program",
+    "export_program_with_axes",
     "name_dynamic_axes",
     "require_onnxscript",
     "save_program",
@@ -50,6 +52,10 @@ if TYPE_CHECKING:
     import onnx
     import torch
     from torch.onnx import ONNXProgram
+
+
+LOGITS_TO_KEEP = ("logits_to_keep", "num_logits_to_keep")
+"""``forward`` arguments that are not inputs of an exported model: given 0, as Optimum does (all logits)."""
 
 
 def dynamo_is_default() -> bool:
@@ -95,6 +101,28 @@ def export_program(model: torch.nn.Module, args: tuple[Any, ...], **export_kwarg
     if program is None:  # pragma: no cover - torch returns the program for dynamo=True
         raise HierarchyExportError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     return program
+
+
+def export_program_with_axes(
+    model: torch.nn.Module,
+    kwargs: Mapping[str, Any],
+    axes: Mapping[str, Mapping[int, str]],
+    **export_kwargs: Any,
+) -> tuple[ONNXProgram, list[str]]:
+    """:func:`export_program` of ``model(**kwargs)`` with the named input axes dynamic; the program, and the
+    axes the model made static (see :func:`name_dynamic_axes`).
+
+    Each axis is given as ``torch.export.Dim.AUTO``, not by its name: an axis called dynamic may be
+    static in the model (a ViT's image size), which torch.export refuses for a named dimension
+    (``Dim.DYNAMIC``). The graph's symbols are named after the axes afterwards.
+    """
+    import torch
+
+    dynamic_shapes = (
+        {name: dict.fromkeys(wanted, torch.export.Dim.AUTO) for name, wanted in axes.items()} if axes else None
+    )
+    program = export_program(model, (), kwargs=dict(kwargs), dynamic_shapes=dynamic_shapes, **export_kwargs)
+    return program, name_dynamic_axes(program, axes)
 
 
 def annotate_program(

@@ -21,12 +21,10 @@ from typing import Any
 
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
-from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, name_dynamic_axes, save_program
+from optimum_hierarchy.exporters.dynamo import LOGITS_TO_KEEP, annotate_program, export_program_with_axes, save_program
 from optimum_hierarchy.exporters.session import AnnotatedFile, current_session
 
 logger = logging.getLogger(__name__)
-
-_LOGITS_TO_KEEP = ("logits_to_keep", "num_logits_to_keep")
 
 
 def export_pytorch_dynamo(
@@ -56,7 +54,7 @@ def export_pytorch_dynamo(
     output = Path(output)
     model_kwargs = dict(model_kwargs or {})
     parameters = inspect.signature(model.forward).parameters
-    for name in _LOGITS_TO_KEEP:  # as Optimum does: not an input of the exported model
+    for name in LOGITS_TO_KEEP:  # as Optimum does: not an input of the exported model
         if name in parameters:
             model_kwargs[name] = 0
     with torch.no_grad():
@@ -87,22 +85,10 @@ def export_pytorch_dynamo(
                     "is not one (past key values: a task ending in -with-past). Export the task without "
                     "-with-past with --dynamo, or this one without --dynamo (TorchScript)."
                 )
-            # Dim.AUTO, not the axis names: an axis Optimum calls dynamic may be static in the model (a
-            # ViT's image size), which torch.export refuses for a name (Dim.DYNAMIC). Named afterwards.
             axes = {} if no_dynamic_axes else {name: dict(inputs.get(name, {})) for name in kwargs}
-            dynamic_shapes = (
-                {name: dict.fromkeys(wanted, torch.export.Dim.AUTO) for name, wanted in axes.items()} if axes else None
+            program, static = export_program_with_axes(
+                model, kwargs, axes, input_names=input_names, output_names=output_names, opset_version=opset
             )
-            program = export_program(
-                model,
-                (),
-                kwargs=kwargs,
-                dynamic_shapes=dynamic_shapes,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=opset,
-            )
-            static = name_dynamic_axes(program, axes)
             if static:
                 logger.warning(
                     "%s: the model does not allow these axes to vary, so they are static in the export: %s",

@@ -46,7 +46,7 @@ from typing import Any
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
-from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, name_dynamic_axes, save_program
+from optimum_hierarchy.exporters.dynamo import LOGITS_TO_KEEP, annotate_program, export_program_with_axes, save_program
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
 from optimum_hierarchy.exporters.pytorch import replaced_forward
 from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult, make_export_info
@@ -60,7 +60,6 @@ SUPPORTED_TASKS = ("feature-extraction", "text-classification", "image-classific
 
 _TEXT_AXES = {0: "batch_size", 1: "sequence_length"}
 _IMAGE_AXES = {0: "batch_size", 1: "num_channels", 2: "height", 3: "width"}
-_LOGITS_TO_KEEP = ("logits_to_keep", "num_logits_to_keep")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +136,6 @@ def export_task_with_hierarchy(
     and :class:`OutputMismatchError` when validation finds outputs over ``atol`` (the files stay,
     as Optimum keeps them, for inspection).
     """
-    import torch
 
     if batch_size < 1 or sequence_length < 2:
         raise HierarchyExportError(
@@ -151,20 +149,21 @@ def export_task_with_hierarchy(
     inputs = _dummy_inputs(model, spec, batch_size, sequence_length)
     tree = capture_module_tree(model)
     export, _rules = make_export_info("", getattr(model.config, "model_type", None), model)
-    dynamic_shapes = {name: dict.fromkeys(spec.inputs[name], torch.export.Dim.AUTO) for name in inputs}
     export_kwargs: dict[str, Any] = {"input_names": list(inputs), "output_names": list(spec.outputs)}
     if opset is not None:
         export_kwargs["opset_version"] = opset
     with _returning(model, spec.outputs, spec.fixed):
         try:
-            program = export_program(model, (), kwargs=inputs, dynamic_shapes=dynamic_shapes, **export_kwargs)
+            program, static_axes = export_program_with_axes(
+                model, inputs, {name: spec.inputs[name] for name in inputs}, **export_kwargs
+            )
         except HierarchyExportError:
             raise
         except Exception as e:  # torch.export's own errors: many types, all with the useful message
             raise HierarchyExportError(
                 f"{model_name_or_path}: torch's dynamo exporter failed for task {spec.task}: {type(e).__name__}: {e}"
             ) from e
-    static = tuple(name_dynamic_axes(program, {name: spec.inputs[name] for name in inputs}))
+    static = tuple(static_axes)
     summary = annotate_program(program, tree, export, strict=strict, optimize=optimize)
     path = out / MODEL_FILE
     _write(program, model, model_name_or_path, out)
@@ -244,7 +243,7 @@ def _spec(model: Any, task: str) -> _Spec:
     fixed: dict[str, Any] = {}
     if "use_cache" in parameters:
         fixed["use_cache"] = False
-    for name in _LOGITS_TO_KEEP:  # as Optimum does: not an input of the exported model
+    for name in LOGITS_TO_KEEP:  # as Optimum does: not an input of the exported model
         if name in parameters:
             fixed[name] = 0
     if main == "pixel_values":

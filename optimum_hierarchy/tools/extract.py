@@ -13,14 +13,13 @@ __all__ = ["ExtractedModule", "extract_module", "write_extracted_module"]
 
 import dataclasses
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
 from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
-from optimum_hierarchy.atomic import atomic_write, target_mode
+from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
@@ -113,37 +112,12 @@ def write_extracted_module(
     A module over protobuf's 2 GB is written with its weights in ``<output>_data`` beside it.
     """
     source, target = Path(model), Path(output)
-    if target.exists() and target.resolve() == source.resolve():
-        raise HierarchyError(f"{target}: is the model being extracted from; choose another output file.")
-    if target.is_dir():
-        raise HierarchyError(f"{target}: is a directory; give the path of the .onnx file to write.")
-    if not target.parent.is_dir():
-        raise HierarchyError(f"{target.parent}: no such directory for the extracted model.")
+    check_output_path(source, target)
     extracted = extract_module(source, module)
     try:
-        if extracted.model.ByteSize() <= PROTOBUF_LIMIT:
-            atomic_write(target, extracted.model.SerializeToString())
-        else:
-            _write_with_external_data(extracted.model, target)
+        save_onnx(extracted.model, target, external_data=extracted.model.ByteSize() > PROTOBUF_LIMIT)
     except OSError as e:
         raise HierarchyError(
             f"{target}: cannot be written ({e.strerror or e}). Check the directory's permissions and free space."
         ) from e
     return extracted
-
-
-def _write_with_external_data(model: onnx.ModelProto, target: Path) -> None:
-    """Over protobuf's 2 GB: weights to ``<name>_data`` beside ``target``, both files renamed into place.
-
-    The data file is moved first: a reader finds either the old model or the new one with its data.
-    """
-    data_name = target.name + "_data"
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        staged = Path(tmp) / target.name
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        onnx.save_model(copy, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
-        mode = target_mode(target)
-        for name in (data_name, target.name):
-            os.chmod(Path(tmp) / name, mode)
-            os.replace(Path(tmp) / name, target.parent / name)

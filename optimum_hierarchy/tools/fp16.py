@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from optimum_hierarchy.annotate import annotate_onnx_model
-from optimum_hierarchy.atomic import save_onnx
+from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata
 from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules
@@ -61,10 +61,7 @@ def convert_fp16(
     source, target = Path(model), Path(output)
     if not source.is_file():
         raise HierarchyError(f"{source}: no such ONNX file.")
-    if target.exists() and target.resolve() == source.resolve():
-        raise HierarchyError(f"-o {target}: is the input file; write the converted model to another path.")
-    if not target.parent.is_dir():
-        raise HierarchyError(f"-o {target}: the directory {target.parent} does not exist.")
+    check_output_path(source, target)
     globs = (keep_fp32_modules,) if isinstance(keep_fp32_modules, str) else tuple(keep_fp32_modules)
     with read_model_file(source) as light:  # no weight values
         external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.proto.graph.initializer)

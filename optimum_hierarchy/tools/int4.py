@@ -21,9 +21,9 @@ from pathlib import Path
 import onnx
 
 from optimum_hierarchy.annotate import annotate_onnx_model
-from optimum_hierarchy.atomic import save_onnx
+from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
-from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata
+from optimum_hierarchy.schema import NODE_MODULE_KEY, AttributionSummary, decode_model_metadata
 from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules
 from optimum_hierarchy.wire import PROTOBUF_LIMIT, read_model_file
 
@@ -68,37 +68,33 @@ def quantize_int4(
         raise HierarchyError(f"--block-size {block_size}: MatMulNBits takes {', '.join(map(str, BLOCK_SIZES))}.")
     if not source.is_file():
         raise HierarchyError(f"{source}: no such ONNX file.")
-    if target.exists() and target.resolve() == source.resolve():
-        raise HierarchyError(f"-o {target}: is the input file; write the quantized model to another path.")
-    if not target.parent.is_dir():
-        raise HierarchyError(f"-o {target}: the directory {target.parent} does not exist.")
+    check_output_path(source, target)
     selection = nodes_for_modules(source, exclude_modules=exclude_modules, include_modules=include_modules)
     with read_model_file(source) as light:  # no weight values
         external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.proto.graph.initializer)
+        meta = decode_model_metadata({p.key: p.value for p in light.proto.metadata_props}, source=str(source))
     proto = onnx.load(str(source))  # with the weights: they are what gets quantized
-    meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(source))
     include = list(selection.nodes_to_quantize) if selection.restricts else None
-    quantizer = MatMulNBitsQuantizer(
-        proto,
-        bits=4,
-        block_size=block_size,
-        is_symmetric=symmetric,
-        accuracy_level=accuracy_level,
-        nodes_to_exclude=list(selection.nodes_to_exclude),
-        nodes_to_include=include if include else None,
-        op_types_to_quantize=("MatMul",),
-    )
-    if selection.restricts and not include:
+    if include == []:
         quantized_proto = proto  # nothing selected: ONNX Runtime reads an empty include list as "all"
     else:
+        quantizer = MatMulNBitsQuantizer(
+            proto,
+            bits=4,
+            block_size=block_size,
+            is_symmetric=symmetric,
+            accuracy_level=accuracy_level,
+            nodes_to_exclude=list(selection.nodes_to_exclude),
+            nodes_to_include=include,
+            op_types_to_quantize=("MatMul",),
+        )
         quantizer.process()
         quantized_proto = quantizer.model.model
     summary, _ = annotate_onnx_model(quantized_proto, meta.tree, meta.export, where=str(target))
-    size = quantized_proto.ByteSize()
-    use_external = external or size >= PROTOBUF_LIMIT
+    use_external = external or quantized_proto.ByteSize() >= PROTOBUF_LIMIT
     save_onnx(quantized_proto, target, external_data=use_external)
     nodes = tuple(
-        (n.name, next((p.value for p in n.metadata_props if p.key.endswith(".module")), None))
+        (n.name, next((p.value for p in n.metadata_props if p.key == NODE_MODULE_KEY), None))
         for n in quantized_proto.graph.node
         if n.op_type == "MatMulNBits"
     )
