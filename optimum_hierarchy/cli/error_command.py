@@ -15,6 +15,9 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
+ERROR_METRICS = ("local_rel_l2", "local_max_abs", "accumulated_rel_l2", "accumulated_max_abs")
+"""optimum_hierarchy.tools.explorer.ERROR_METRICS (not imported: this module is imported at optimum-cli start-up)."""
+
 
 class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
@@ -34,13 +37,30 @@ class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is u
         )
         parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs.")
         parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
+        parser.add_argument(
+            "--model-explorer",
+            type=Path,
+            default=None,
+            metavar="OUT.json",
+            help="Also write each node of the candidate with its module's error as Model Explorer's per-node data "
+            "(see the README).",
+        )
+        parser.add_argument(
+            "--model-explorer-metric",
+            choices=ERROR_METRICS,
+            default="local_rel_l2",
+            help="The error written by --model-explorer (default: local_rel_l2, which points at the culprit).",
+        )
 
     def run(self) -> None:
-        from optimum_hierarchy.cli.output import or_exit
+        from optimum_hierarchy.cli.output import or_exit, report_node_data
         from optimum_hierarchy.tools.error import module_errors
+        from optimum_hierarchy.tools.explorer import check_node_data_path, error_node_data
         from optimum_hierarchy.tools.inputs import parse_shapes
 
         a = self.args
+        if a.model_explorer is not None:
+            or_exit(lambda: check_node_data_path(a.model_explorer, a.reference, a.candidate))
         report = or_exit(
             lambda: module_errors(
                 a.reference,
@@ -51,6 +71,13 @@ class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is u
                 seed=a.seed,
             )
         )
+        if a.model_explorer is not None:
+            explorer = a.model_explorer
+            or_exit(
+                lambda: report_node_data(
+                    error_node_data(report, a.model_explorer_metric), explorer, a.reference, a.candidate
+                )
+            )
         if a.json:
             sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
             return

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["or_exit", "print_annotated_files", "print_error", "print_export_result"]
+__all__ = ["or_exit", "print_annotated_files", "print_error", "print_export_result", "report_node_data"]
 
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult
+
+if TYPE_CHECKING:
+    from optimum_hierarchy.tools.explorer import NodeData
 
 T = TypeVar("T")
 
@@ -29,6 +32,19 @@ def or_exit(produce: Callable[[], T]) -> T:
     except OSError as e:
         print_error(f"{e}. Check the paths and their permissions.")
     sys.exit(1)
+
+
+def report_node_data(data: NodeData, output: Path, *models: Path) -> None:
+    """Write Model Explorer's per-node data file and say so on stderr (stdout may be ``--json``)."""
+    from optimum_hierarchy.tools.explorer import write_node_data
+
+    write_node_data(data, output, *models)
+    note = f"; not shown: {data.unplaced_note}" if data.unplaced else ""
+    Console(stderr=True).print(
+        f"Model Explorer node data ({data.name}, {data.nodes} nodes) written to {output}{note}.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_error(message: str) -> None:

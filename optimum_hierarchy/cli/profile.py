@@ -50,13 +50,25 @@ class ProfileCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         )
         parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime's intra-op threads (its default).")
         parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
+        parser.add_argument(
+            "--model-explorer",
+            type=Path,
+            default=None,
+            metavar="OUT.json",
+            help="Also write each node's ms per run as Model Explorer's per-node data (open it beside the model "
+            "with the model-explorer-onnx adapter: see the README).",
+        )
 
     def run(self) -> None:
         from optimum_hierarchy.cli.hierarchy import _query
+        from optimum_hierarchy.cli.output import report_node_data
+        from optimum_hierarchy.tools.explorer import check_node_data_path, profile_node_data
         from optimum_hierarchy.tools.inputs import parse_shapes
         from optimum_hierarchy.tools.profile import aggregate_to_depth, profile_model
 
         def produce(a: Any) -> dict[str, Any]:
+            if a.model_explorer is not None:
+                check_node_data_path(a.model_explorer, a.model)
             profile = profile_model(
                 a.model,
                 runs=a.runs,
@@ -66,6 +78,8 @@ class ProfileCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
                 optimization_level=a.optimization_level,
                 intra_op_threads=a.threads,
             )
+            if a.model_explorer is not None:
+                report_node_data(profile_node_data(profile), a.model_explorer, profile.model)
             if a.depth is not None:
                 profile = aggregate_to_depth(profile, a.depth)
             return profile.to_dict()

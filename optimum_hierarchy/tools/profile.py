@@ -20,6 +20,7 @@ __all__ = [
     "OPTIMIZATION_LEVELS",
     "ModuleProfile",
     "ModuleTime",
+    "NodeTime",
     "UnattributedTime",
     "aggregate_to_depth",
     "profile_model",
@@ -33,7 +34,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarc
 from optimum_hierarchy.schema import MODEL_KEY_PREFIX, ModuleTree, decode_model_metadata
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
+from optimum_hierarchy.walk import iter_proto_nodes
 from optimum_hierarchy.wire import read_model_file
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,23 @@ class UnattributedTime:
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeTime:
+    """Kernel time of one node of the graph ONNX Runtime ran, and the node of the file it stands for."""
+
+    node: str
+    """The node name as ONNX Runtime's profile gives it."""
+    op_type: str
+    module: str | None
+    """Its module; ``None`` when the events are unattributed (the reason is in ``unattributed``)."""
+    calls: int
+    time_us: int
+    outputs: tuple[str, ...]
+    """Its output tensors in the graph ONNX Runtime ran. A node ONNX Runtime created by fusion produces the
+    tensors of the last nodes of the subgraph it replaced, which is how it is placed on the file's nodes
+    (:func:`optimum_hierarchy.tools.explorer.profile_node_data`)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ModuleProfile:
     """Where the node time of a model goes, by module; all times are sums over ``runs`` measured runs."""
 
@@ -111,6 +130,8 @@ class ModuleProfile:
     unattributed: tuple[UnattributedTime, ...]
     warmup_events: int
     """Kernel events of the warm-up runs, excluded from every number above."""
+    nodes: tuple[NodeTime, ...] = ()
+    """Every node that ran, by decreasing time."""
     depth: int | None = None
     """Set by :func:`aggregate_to_depth`: deeper modules are counted in their ancestor at this depth."""
 
@@ -152,6 +173,7 @@ class ModuleProfile:
             "warmup_events": self.warmup_events,
             "modules": [dataclasses.asdict(m) for m in self.modules],
             "unattributed": [dataclasses.asdict(u) for u in self.unattributed],
+            "nodes": [dataclasses.asdict(n) for n in self.nodes],
         }
 
 
@@ -249,6 +271,7 @@ def profile_model(
         timed=timed,
         run_us=sum(end - start for start, end in measured),
         warmup_events=sum(per_run[:warmup]),
+        node_outputs=_node_outputs(saved.graph),
     )
 
 
@@ -361,6 +384,32 @@ def _kernel_times(events: Iterable[Mapping[str, Any]], owners: Mapping[str, str]
     return [(k[3], k[4], k[0], max(0, x)) for k, x in zip(kernels, exclusive, strict=True)]
 
 
+def _node_outputs(ran: onnx.GraphProto) -> Callable[[str, str], tuple[str, ...]]:
+    """Output tensors of a profiled node of the graph ONNX Runtime ran, by the name its events carry.
+
+    An unnamed node's events are called ``OpType_<index>``: it is found when it is the only unnamed node
+    of that op type (else its outputs are unknown: ``()``).
+    """
+    named: dict[str, tuple[str, ...]] = {}
+    unnamed: dict[str, list[tuple[str, ...]]] = collections.defaultdict(list)
+    for node, _ in iter_proto_nodes(ran):
+        produced = tuple(t for t in node.output if t)
+        if node.name:
+            named.setdefault(node.name, produced)
+        else:
+            unnamed[node.op_type].append(produced)
+
+    def outputs(name: str, op_type: str) -> tuple[str, ...]:
+        if name in named:
+            return named[name]
+        single = unnamed.get(op_type, [])
+        if len(single) == 1 and re.fullmatch(re.escape(op_type) + r"_\d+", name):
+            return single[0]
+        return ()
+
+    return outputs
+
+
 def _resolve(
     name: str,
     op_type: str,
@@ -400,6 +449,7 @@ def _build_profile(
     timed: Sequence[tuple[str, str, int]],
     run_us: int,
     warmup_events: int,
+    node_outputs: Callable[[str, str], tuple[str, ...]],
 ) -> ModuleProfile:
     tree = hierarchy.tree
     by_name: dict[str, list[NodeAttribution]] = collections.defaultdict(list)
@@ -414,8 +464,12 @@ def _build_profile(
     own_calls: dict[str, int] = collections.Counter()
     own_nodes: dict[str, set[str]] = collections.defaultdict(set)
     lost: dict[tuple[str, str, str], list[int]] = {}
+    per_node: dict[tuple[str, str, str | None], list[int]] = {}
     for name, op_type, us in timed:
         module, reason = _resolve(name, op_type, by_name, unnamed, tree)
+        entry = per_node.setdefault((name, op_type, module), [0, 0])
+        entry[0] += 1
+        entry[1] += us
         if module is None:
             entry = lost.setdefault((name, op_type, reason or _NOT_FOUND), [0, 0])
             entry[0] += 1
@@ -446,6 +500,10 @@ def _build_profile(
         modules=modules,
         unattributed=unattributed,
         warmup_events=warmup_events,
+        nodes=tuple(
+            NodeTime(node=name, op_type=op, module=module, calls=calls, time_us=us, outputs=node_outputs(name, op))
+            for (name, op, module), (calls, us) in sorted(per_node.items(), key=lambda kv: (-kv[1][1], kv[0][:2]))
+        ),
     )
 
 

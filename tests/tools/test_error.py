@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from dynamo_support import module_of
+from explorer_support import check_with_model_explorer, load_node_data
 from support import run_cli
 
 from optimum_hierarchy.tools.int4 import quantize_int4
@@ -30,9 +31,14 @@ def llama_int4(task_exports: dict[str, Path], tmp_path_factory: pytest.TempPathF
     return task_exports["llama"] / "model.onnx", out
 
 
-def test_local_error_finds_the_quantized_modules(llama_int4: tuple[Path, Path]) -> None:
+def test_local_error_finds_the_quantized_modules(llama_int4: tuple[Path, Path], tmp_path: Path) -> None:
     reference, candidate = llama_int4
-    report = json.loads(run_cli("hierarchy", "error", str(reference), str(candidate), "--json").stdout)
+    explorer = tmp_path / "error.json"
+    report = json.loads(
+        run_cli(
+            "hierarchy", "error", str(reference), str(candidate), "--json", "--model-explorer", str(explorer)
+        ).stdout
+    )
     rows = {r["module"]: r for r in report["modules"]}
     assert any("local" in k for k in rows["lm_head"]) and any("accumulated" in k for k in rows["lm_head"])
     graph = onnx.load(str(candidate), load_external_data=False).graph
@@ -49,6 +55,19 @@ def test_local_error_finds_the_quantized_modules(llama_int4: tuple[Path, Path]) 
     layers = [rows[f"model.layers.{i}"]["accumulated_rel_l2"] for i in range(2)]
     assert 0 < layers[0] < layers[1]
     assert rows["lm_head"]["accumulated_rel_l2"] > 0  # upstream error reaches it
+
+    # Model Explorer's node data (local relative L2 by default), keyed by the candidate's node names: the
+    # excluded Linears' MatMul nodes show about 0, every MatMulNBits node more than 0.
+    node_data = load_node_data(explorer)
+    assert set(node_data) == {graph.name}
+    values = {k: v["value"] for k, v in node_data[graph.name]["results"].items()}
+    assert set(values) <= {n.name for n in graph.node}
+    for node in graph.node:
+        if node.op_type == "MatMul" and module_of(node) in float_linears:
+            assert values[node.name] <= 1e-6, node.name
+        if node.op_type == "MatMulNBits":
+            assert values[node.name] > 0, node.name
+    check_with_model_explorer(candidate, node_data)
 
 
 def test_same_file_has_no_error(llama_int4: tuple[Path, Path]) -> None:
@@ -71,3 +90,14 @@ def test_bad_input_is_a_clear_error(
     assert wrong.returncode == 1 and "inputs" in wrong.stderr
     missing = run_cli("hierarchy", "error", str(reference), str(tmp_path / "nope.onnx"), check=False)
     assert missing.returncode == 1 and "nope.onnx" in missing.stderr
+    over = run_cli(
+        "hierarchy", "error", str(reference), str(candidate), "--model-explorer", str(candidate), check=False
+    )
+    assert over.returncode == 1 and "--model-explorer" in over.stderr and onnx.load(str(candidate)).graph.node
+
+
+def test_the_cli_offers_the_explorer_metrics() -> None:
+    from optimum_hierarchy.cli import error_command
+    from optimum_hierarchy.tools import explorer
+
+    assert error_command.ERROR_METRICS == explorer.ERROR_METRICS  # written twice: the CLI module stays light

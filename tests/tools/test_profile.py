@@ -18,6 +18,7 @@ from typing import Any
 
 import onnx
 import pytest
+from explorer_support import check_with_model_explorer, load_node_data, node_names
 from onnx import TensorProto, helper
 from support import run_cli
 
@@ -26,6 +27,7 @@ from optimum_hierarchy.annotate import annotate_onnx_model
 from optimum_hierarchy.errors import InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.schema import ModuleInfo, ModuleTree
 from optimum_hierarchy.tools import profile as profile_module
+from optimum_hierarchy.tools.explorer import profile_node_data
 from optimum_hierarchy.tools.profile import ModuleProfile, aggregate_to_depth, profile_model
 
 MODULE_KEY = "pkg.optimum_hierarchy.module"
@@ -144,6 +146,21 @@ def test_without_ort_optimizations_times_match_the_files_modules(
     all_kernels = [e for e in events if e["cat"] == "Node" and e["name"].endswith(SUFFIX)]
     assert profile.warmup_events == len(all_kernels) - len(kernels) > 0
     check_consistent(profile)
+    # Model Explorer's node data: the file's nodes are the ones that ran, each with its own kernel time.
+    expected_ms: dict[str, float] = collections.Counter()
+    for e in kernels:
+        expected_ms[e["name"][: -len(SUFFIX)]] += e["dur"] / 3 / 1000
+    data = profile_node_data(profile)
+    graph_name = onnx.load(str(path), load_external_data=False).graph.name
+    assert data.unplaced == 0 and set(data.values) == {graph_name}
+    values, names = data.values[graph_name], node_names(path)
+    assert {k: v for k, v in values.items() if k in names} == pytest.approx(
+        {k: v for k, v in expected_ms.items() if k in names}
+    )
+    # An unnamed node (the O2 file's Cast) is shown under the name the adapter gives it.
+    assert sum(v for k, v in values.items() if k not in names) == pytest.approx(
+        sum(v for k, v in expected_ms.items() if k not in names)
+    )
     if variant != "plain":  # the fused / quantized nodes ran and were counted for their modules
         fused = {"o2": "Attention", "quant": "MatMulInteger"}[variant]
         assert any(e["args"]["op_name"] == fused for e in kernels)
@@ -162,6 +179,15 @@ def test_at_full_optimization_every_event_is_attributed(
     assert profile.unattributed == (), profile.unattributed
     assert profile.attributed_us == profile.total_us
     check_consistent(profile)
+    # Model Explorer's node data: keyed by the file's nodes only (its unnamed Cast by the name the adapter
+    # gives it); nodes ONNX Runtime created are placed on the file's node that produced their output, so the
+    # values add up to the node time (nothing unplaced on CPU for BERT: ORT adds no layout or copy node).
+    data = profile_node_data(profile)
+    (values,) = data.values.values()
+    names = node_names(path)
+    assert len(set(values) - names) <= ("" in names)
+    assert data.unplaced == 0
+    assert sum(values.values()) == pytest.approx(profile.total_us / 5 / 1000)
     if variant == "plain":
         # ONNX Runtime fused nodes the file does not have: the mapping went through the graph it ran.
         named, _ = file_modules(path)
@@ -230,6 +256,17 @@ def test_control_flow_body_time_is_counted_once(tmp_path: Path, raw_events: list
     assert profile.module("cond").own_us == durations["/cond/If"] - profile.module("a").own_us
     assert profile.module("a").own_calls == 8
     assert profile.unattributed == ()
+    # Model Explorer's adapter embeds the branches in the main graph, as "<If>/then_branch/<node>".
+    data = profile_node_data(profile)
+    assert set(data.values) == {"main"}
+    assert set(data.values["main"]) == {
+        "/cond/If",
+        "/head/Sigmoid",
+        "/cond/If/then_branch//a/Relu",
+        "/cond/If/then_branch//a/Neg",
+    }
+    assert data.values["main"]["/head/Sigmoid"] == pytest.approx(durations["/head/Sigmoid"] / 4 / 1000)
+    check_with_model_explorer(tmp_path / "if.onnx", data.to_json())
     check_consistent(profile)
 
 
@@ -256,10 +293,17 @@ def test_paths_and_files_without_hierarchy(cli_exports: dict[str, Path], tmp_pat
 
 @pytest.mark.cli
 def test_cli_json_and_a_bad_input(cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    explorer = tmp_path / "times.json"
     completed = run_cli(
         "hierarchy", "profile", str(cli_exports["bert"]), "--runs", "2", "--depth", "1",
-        "--shape", "sequence_length=8", "--json",
+        "--shape", "sequence_length=8", "--json", "--model-explorer", str(explorer),
     )  # fmt: skip
+    node_data = load_node_data(explorer)
+    model = cli_exports["bert"] / "model.onnx"
+    assert f"written to {explorer}" in " ".join(completed.stderr.split())
+    (entry,) = node_data.values()
+    assert set(entry["results"]) <= node_names(model)
+    check_with_model_explorer(model, node_data)
     data = json.loads(completed.stdout)
     assert data["runs"] == 2
     assert data["inputs"]["input_ids"] == [2, 8]
@@ -276,3 +320,8 @@ def test_cli_json_and_a_bad_input(cli_exports: dict[str, Path], tmp_path: Path) 
     assert "error:" in bad.stderr
     assert f"optimum-cli hierarchy annotate {tmp_path / 'plain.onnx'}" in " ".join(bad.stderr.split())
     assert bad.stdout == ""
+    # --model-explorer into a directory that does not exist: refused before profiling, nothing written.
+    nowhere = run_cli(
+        "hierarchy", "profile", str(model), "--model-explorer", str(tmp_path / "no" / "t.json"), check=False
+    )  # fmt: skip
+    assert nowhere.returncode == 1 and "--model-explorer" in nowhere.stderr and not (tmp_path / "no").exists()
