@@ -6,10 +6,13 @@ names of the tensors a replaced subgraph produced), where both files still have 
 
 * **accumulated** error: the module's outputs in the candidate against the reference, both models run
   end to end: everything upstream contributes;
-* **local** error: the candidate's module alone (cut out with
-  :func:`~optimum_hierarchy.tools.extract.extract_module`) fed with the *reference's* values of its
-  inputs, against the reference's outputs: what the module itself adds. The local error finds the
-  culprit; the accumulated error shows how it propagates.
+* **local** error: the candidate's module alone (its nodes, as :func:`~optimum_hierarchy.tools.boundary.module_boundary`
+  delimits them) fed with the *reference's* values of its inputs, against the reference's outputs: what
+  the module itself adds. The local error finds the culprit; the accumulated error shows how it propagates.
+
+Two ONNX Runtime sessions in all: the reference, with the tensors both errors need as extra outputs;
+the candidate, with a renamed copy of each compared module's nodes appended (sharing its weights, its
+inputs fed with the reference's values), so both errors of every module come from one run.
 
 Metrics: the largest absolute difference, the relative L2 error ``||c - r|| / ||r||``, and the cosine
 similarity of the flattened outputs. A module that cannot be compared says why (its outputs were
@@ -34,6 +37,7 @@ from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.retriever import HierarchyRetriever
+from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import make_session, ort_errors, run_with_tensors
 
@@ -145,17 +149,35 @@ def module_errors(
     tensors = {
         m.path: tuple(t for t in exported.get(m.path, ()) if t in produced_ref and t in produced_cand) for m in modules
     }
-    boundaries: dict[str, Any] = {}
+    boundaries: dict[str, ModuleBoundary | str] = {}
     for m in modules:
         if tensors[m.path] and cand.get_nodes_by_module(m.path, subtree=True):
             try:
-                boundaries[m.path] = _extract(cand_path, cand_proto, m.path)
+                boundaries[m.path] = module_boundary(cand_proto, cand, m.path)
             except (HierarchyError, KeyError) as e:
-                boundaries[m.path] = str(e)
-    wanted_ref = sorted({t for ts in tensors.values() for t in ts} | _boundary_inputs(boundaries, produced_ref))
+                boundaries[m.path] = str(e.args[0] if e.args else e)
+    inputs_wanted = {t for b in boundaries.values() if not isinstance(b, str) for t in b.inputs if t in produced_ref}
+    wanted_ref = sorted({t for ts in tensors.values() for t in ts} | inputs_wanted)
     ref_values = run_with_tensors(ref_proto, wanted_ref, ref_feeds, optimization_level="disable")
+    known = {**ref_feeds, **ref_values}
+    copies: dict[str, _Copy] = {}
+    reasons: dict[str, str] = {}
+    for index, m in enumerate(modules):
+        boundary = boundaries.get(m.path)
+        if boundary is None:
+            reasons[m.path] = "the module has no node in the candidate's main graph"
+        elif isinstance(boundary, str):
+            reasons[m.path] = f"the candidate's module cannot be cut out: {boundary}"
+        elif missing := [t for t in boundary.inputs if t not in known]:
+            reasons[m.path] = f"its input {missing[0]!r} has no counterpart in the reference"
+        elif not (outputs := tuple(t for t in tensors[m.path] if t in boundary.outputs)):
+            reasons[m.path] = "its output tensors are not outputs of the candidate's module"
+        else:
+            copies[m.path] = _Copy(f"local.{index}::", boundary, outputs)
     wanted_cand = sorted({t for ts in tensors.values() for t in ts})
-    cand_values = run_with_tensors(cand_proto, wanted_cand, cand_feeds, optimization_level="disable")
+    cand_values, local_values, failure = _run_candidate(
+        cand_path, cand_proto, accumulated=wanted_cand, feeds=cand_feeds, copies=copies, known=known
+    )
     rows = []
     for m in modules:
         names = tensors[m.path]
@@ -169,7 +191,13 @@ def module_errors(
             rows.append(ModuleError(m.path, m.class_name, (), None, None, reason))
             continue
         accumulated = Metrics.of([ref_values[t] for t in names], [cand_values[t] for t in names])
-        local, why = _local(boundaries.get(m.path), names, ref_values, ref_feeds)
+        local: Metrics | None = None
+        why = reasons.get(m.path, failure)
+        copy = copies.get(m.path)
+        if copy is not None and failure is None:
+            local = Metrics.of(
+                [ref_values[t] for t in copy.outputs], [local_values[copy.prefix + t] for t in copy.outputs]
+            )
         rows.append(ModuleError(m.path, m.class_name, names, accumulated, local, why))
     shapes_used = {k: list(np.shape(v)) for k, v in feeds.items()}
     return ErrorReport(reference=ref_path, candidate=cand_path, inputs=shapes_used, modules=tuple(rows))
@@ -179,39 +207,108 @@ def _produced(proto: onnx.ModelProto) -> set[str]:
     return {t for node in proto.graph.node for t in node.output if t} | {v.name for v in proto.graph.input}
 
 
-def _extract(path: Path, proto: onnx.ModelProto, module: str) -> Any:
-    from optimum_hierarchy.tools.extract import extract_module
+@dataclasses.dataclass(frozen=True)
+class _Copy:
+    """A copy of a candidate module's nodes, its tensors renamed with ``prefix``, fed the reference's inputs."""
 
-    uses_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
-    return extract_module(path if uses_external else proto, module)
-
-
-def _boundary_inputs(boundaries: Mapping[str, Any], produced_ref: set[str]) -> set[str]:
-    return {t for b in boundaries.values() if not isinstance(b, str) for t in b.inputs if t in produced_ref}
+    prefix: str
+    boundary: ModuleBoundary
+    outputs: tuple[str, ...]
 
 
-def _local(
-    extracted: Any, names: tuple[str, ...], ref_values: Mapping[str, np.ndarray], ref_feeds: Mapping[str, np.ndarray]
-) -> tuple[Metrics | None, str | None]:
-    if extracted is None:
-        return None, "the module has no node in the candidate's main graph"
-    if isinstance(extracted, str):
-        return None, f"the candidate's module cannot be cut out: {extracted}"
-    known = {**ref_feeds, **ref_values}
-    missing = [t for t in extracted.inputs if t not in known]
-    if missing:
-        return None, f"its input {missing[0]!r} has no counterpart in the reference"
-    outputs = [t for t in names if t in extracted.outputs]
-    if not outputs:
-        return None, "its output tensors are not outputs of the module cut out of the candidate"
-    session = make_session(extracted.model, optimization_level="disable")
-    types = {i.name: i.type for i in session.get_inputs()}
-    feeds = {t: np.asarray(known[t]).astype(_np_type(types[t]), copy=False) for t in extracted.inputs}
+def _run_candidate(
+    path: Path,
+    proto: onnx.ModelProto,
+    *,
+    accumulated: Sequence[str],
+    feeds: Mapping[str, np.ndarray],
+    copies: Mapping[str, _Copy],
+    known: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str | None]:
+    """One run of the candidate for both errors: the ``accumulated`` tensors and every module copy's outputs.
+
+    Each copy reads its inputs as graph inputs fed with the reference's values (cast to the candidate's
+    types) and shares the candidate's initializers, so the weights are loaded once. The copies are
+    appended to ``proto`` for the time it takes to create the session, then removed. If that model
+    cannot run, the candidate runs alone and the third item says why there is no local error.
+    """
+    if not copies:
+        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, None
+    types = _candidate_types(proto, {t for c in copies.values() for t in c.boundary.inputs})
+    graph = proto.graph
+    marks = (len(graph.node), len(graph.input), len(graph.output))
+    initializers = {t.name for t in graph.initializer} | {t.name for t in graph.sparse_initializer}
+    all_feeds = dict(feeds)
+    local_names: list[str] = []
+    failure: str | None = None
     try:
-        values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+        existing = {o.name for o in graph.output}
+        graph.output.extend(onnx.ValueInfoProto(name=t) for t in accumulated if t not in existing)
+        for copy in copies.values():
+            rename = _renamer(copy.prefix, initializers)
+            for t in copy.boundary.inputs:
+                graph.input.append(onnx.helper.make_value_info(rename(t), types[t]))
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(types[t].tensor_type.elem_type)
+                all_feeds[rename(t)] = np.asarray(known[t]).astype(dtype, copy=False)
+            for i in copy.boundary.nodes:
+                node = onnx.NodeProto()
+                node.CopyFrom(graph.node[i])
+                _rename_node(node, rename)
+                graph.node.append(node)
+            local_names.extend(rename(t) for t in copy.outputs)
+            graph.output.extend(onnx.ValueInfoProto(name=rename(t)) for t in copy.outputs)
+        try:
+            session = make_session(proto, optimization_level="disable", base_dir=path.parent)
+        except HierarchyError as e:
+            failure = f"the candidate's modules cannot be run on the reference's inputs: {e}"
+    finally:
+        del graph.node[marks[0] :]
+        del graph.input[marks[1] :]
+        del graph.output[marks[2] :]
+    if failure is not None:
+        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, failure
+    names = [o.name for o in session.get_outputs()]
+    try:
+        values = dict(zip(names, session.run(None, all_feeds), strict=True))
     except ort_errors() as e:
-        return None, f"the candidate's module does not run on the reference's inputs: {e}"
-    return Metrics.of([ref_values[t] for t in outputs], [values[t] for t in outputs]), None
+        failure = f"the candidate's modules do not run on the reference's inputs: {e}"
+        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, failure
+    return {t: values[t] for t in accumulated}, {t: values[t] for t in local_names}, None
+
+
+def _renamer(prefix: str, initializers: set[str]) -> Any:
+    def rename(name: str) -> str:
+        return name if not name or name in initializers else prefix + name
+
+    return rename
+
+
+def _rename_node(node: onnx.NodeProto, rename: Any) -> None:
+    """Rename the node, its tensors and those of its subgraphs (initializers of the main graph stay shared)."""
+    node.name = rename(node.name) if node.name else node.name
+    node.input[:] = [rename(t) for t in node.input]
+    node.output[:] = [rename(t) for t in node.output]
+    for attr in node.attribute:
+        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+            for value in (*sub.input, *sub.output, *sub.value_info):
+                value.name = rename(value.name)
+            for tensor in sub.initializer:
+                tensor.name = rename(tensor.name)
+            for inner in sub.node:
+                _rename_node(inner, rename)
+
+
+def _candidate_types(proto: onnx.ModelProto, names: set[str]) -> dict[str, onnx.TypeProto]:
+    """The candidate's type of each tensor: from the file's value infos, else as ONNX Runtime infers it."""
+    known = {
+        v.name: v.type
+        for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info)
+        if v.name in names and v.type.tensor_type.elem_type
+    }
+    missing = names - set(known)
+    if missing:
+        known.update(tensor_types(proto, sorted(missing)))
+    return {n: known[n] for n in names}
 
 
 def _np_type(ort_type: str) -> Any:
