@@ -24,7 +24,27 @@ pytestmark = pytest.mark.cli
 CASES = {
     "llama": ["lm_head", "model.layers.0.self_attn.*"],
     "bert": ["encoder.layer.1.*"],
+    "gpt2": ["transformer.h.0.mlp.*"],  # Conv1D exported as Gemm: rewritten as MatMul, then quantized
 }
+
+
+def linear_layers(model: torch.nn.Module) -> set[str]:
+    """Paths of the nn.Linear and transformers Conv1D modules whose weight is their own.
+
+    A weight tied to another module's (GPT-2's lm_head and wte) reaches the graph through a Transpose,
+    not as a constant, and ONNX Runtime's quantizer leaves such a MatMul float.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    owners: dict[int, int] = {}
+    for _, module in model.named_modules():
+        for param in module.parameters(recurse=False):
+            owners[id(param)] = owners.get(id(param), 0) + 1
+    return {
+        path
+        for path, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D)) and owners[id(m.weight)] == 1
+    }
 
 
 def _matches(path: str, glob: str) -> bool:
@@ -48,8 +68,7 @@ def test_int4_quantizes_exactly_the_other_linears(
     )  # fmt: skip
     report = json.loads(completed.stdout)
     model = load_task_model(case, task_model_dirs[case])
-    linears = {p for p, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    linears -= set(TASK_CASES[case].unused_linears)
+    linears = linear_layers(model) - set(TASK_CASES[case].unused_linears)
     excluded = {p for p in linears if any(_matches(p, g) for g in globs)}
     assert excluded and excluded != linears
     quantized = onnx.load(str(output))
@@ -57,7 +76,7 @@ def test_int4_quantizes_exactly_the_other_linears(
     assert sorted(module_of(n) or "" for n in nbits) == sorted(linears - excluded)  # one each, in its Linear
     assert {(r["node"], r["module"]) for r in report["quantized"]} == {(n.name, module_of(n)) for n in nbits}
     assert all(module_of(n) is not None for n in quantized.graph.node)  # every node attributed
-    float_matmuls = {module_of(n) for n in quantized.graph.node if n.op_type == "MatMul"}
+    float_matmuls = {module_of(n) for n in quantized.graph.node if n.op_type in {"MatMul", "Gemm"}}
     assert excluded <= float_matmuls  # the excluded Linears still compute in float
     # It runs, and stays close to the float model (int4 of tiny random weights: loose).
     session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
@@ -76,6 +95,43 @@ def test_int4_quantizes_exactly_the_other_linears(
     got, expected = session.run(None, feeds)[0], reference.run(None, feeds)[0]
     assert got.shape == expected.shape
     assert 0 < float(np.abs(got - expected).max()) < 0.5 * float(np.abs(expected).max())
+
+
+def test_int4_of_a_torchscript_gemm_with_bias(
+    cli_exports: dict[str, Path], model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Optimum's TorchScript GPT-2 computes each Conv1D as Gemm(x, W, b): MatMul + Add, the MatMul quantized."""
+    from support import load_torch_model
+
+    from optimum_hierarchy.tools.int4 import quantize_int4
+
+    source = cli_exports["gpt2"] / "model.onnx"
+    plain = onnx.load(str(source), load_external_data=False)
+    assert any(n.op_type == "Gemm" and len(n.input) == 3 for n in plain.graph.node)
+    result = quantize_int4(source, tmp_path / "int4.onnx", block_size=32, exclude_modules=["transformer.h.1.attn.*"])
+    model = load_torch_model("gpt2", model_dirs["gpt2"])
+    # The TorchScript exporter stores the tied lm_head weight as a constant of its own (dynamo: a Transpose).
+    initializers = {t.name for t in plain.graph.initializer}
+    constant_b = {module_of(n) for n in plain.graph.node if n.op_type == "MatMul" and n.input[1] in initializers}
+    assert "lm_head" in constant_b
+    expected = {p for p in linear_layers(model) | {"lm_head"} if ".h.1.attn." not in p}
+    quantized = onnx.load(str(result.output))
+    nbits = [n for n in quantized.graph.node if n.op_type == "MatMulNBits"]
+    assert sorted(module_of(n) or "" for n in nbits) == sorted(expected)
+    assert all(module_of(n) is not None for n in quantized.graph.node)
+    # Each rewritten Gemm's bias is an Add in the same module, producing the Gemm's output.
+    gemm_outputs = {n.output[0]: module_of(n) for n in plain.graph.node if n.op_type == "Gemm"}
+    adds = {
+        n.output[0]: module_of(n) for n in quantized.graph.node if n.op_type == "Add" and n.output[0] in gemm_outputs
+    }
+    assert adds and all(gemm_outputs[t] == m for t, m in adds.items())
+    from optimum_hierarchy.tools.inputs import generate_inputs
+
+    feeds = generate_inputs(source, shapes={"batch_size": 2, "sequence_length": 7})
+    session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    got, want = session.run(None, feeds)[0], reference.run(None, feeds)[0]
+    assert 0 < float(np.abs(got - want).max()) < 0.5 * float(np.abs(want).max())
 
 
 def test_int4_external_data_in_and_out(task_exports: dict[str, Path], tmp_path: Path) -> None:
