@@ -16,9 +16,12 @@ Measured side by side in one run, alternating, ``--repeats`` times each (the tab
   file, every module (accumulated and local error), on the same generated inputs;
 * **plain**: what one does by hand without the tool: for each of the two files, ``onnx.load``, every
   node output of the main graph added as a graph output, an ONNX Runtime session (graph
-  optimizations off, as ``error`` runs) and one run. Its time is the sum for both files.
+  optimizations off, as ``error`` runs) and one run. Its time is the sum for both files;
+* the same two as fresh processes: ``optimum-cli hierarchy error REF CAND --inputs feeds.npz --json``
+  against ``python benchmarks/error.py --plain REF CAND feeds.npz`` (interpreter start and imports on
+  both sides).
 
-The ratio error / plain is the number the issue asks for (target <= 1.5). Everything under ``--work``
+The ratios error / plain are the numbers the issue asks for (target <= 1.5). Everything under ``--work``
 is reused by a rerun (the model, the export, the int4 file).
 """
 
@@ -76,7 +79,26 @@ def plain_run(path: Path, feeds: dict[str, np.ndarray]) -> int:
     return len(session.run(None, {k: v for k, v in feeds.items() if k in inputs}))
 
 
+def plain_process(reference: str, candidate: str, inputs: str) -> int:
+    """The plain baseline as a process of its own (``--plain``)."""
+    with np.load(inputs) as data:
+        feeds = {k: data[k] for k in data.files}
+    return plain_run(Path(reference), feeds) + plain_run(Path(candidate), feeds)
+
+
+def _timed(command: list[str]) -> float:
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--plain"]:
+        plain_process(*argv[1:4])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="Directory for the model and its files (reused).")
     parser.add_argument("--repeats", type=int, default=3)
@@ -95,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     feeds = generate_inputs(
         reference, shapes={"batch_size": args.batch_size, "sequence_length": args.sequence_length}, seed=0
     )
-    times: dict[str, list[float]] = {"error": [], "plain": []}
+    npz = args.work / "feeds.npz"
+    np.savez(npz, **feeds)
+    cli = [str(Path(sys.executable).parent / "optimum-cli"), "hierarchy", "error", str(reference), str(candidate)]
+    cli += ["--inputs", str(npz), "--json"]
+    plain_cmd = [sys.executable, str(Path(__file__).resolve()), "--plain", str(reference), str(candidate), str(npz)]
+    times: dict[str, list[float]] = {"error": [], "plain": [], "error_cli": [], "plain_process": []}
     report: Any = None
     outputs = 0
     for _ in range(args.repeats):
@@ -105,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         report = module_errors(reference, candidate, feeds=feeds)
         times["error"].append(time.perf_counter() - start)
+        times["plain_process"].append(_timed(plain_cmd))
+        times["error_cli"].append(_timed(cli))
     compared = sum(1 for m in report.modules if m.local is not None)
     medians = {k: statistics.median(v) for k, v in times.items()}
     ratio = medians["error"] / medians["plain"]
+    ratio_cli = medians["error_cli"] / medians["plain_process"]
     rows = [
         ("modules in the tree", str(len(report.modules))),
         ("modules with a local error", str(compared)),
@@ -115,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         ("plain: 2 x (load, all outputs, session, run), s", f"{medians['plain']:.2f}"),
         ("error (accumulated + local, every module), s", f"{medians['error']:.2f}"),
         ("ratio error / plain (target <= 1.5)", f"{ratio:.2f}"),
+        ("plain, as a process of its own, s", f"{medians['plain_process']:.2f}"),
+        ("optimum-cli hierarchy error, s", f"{medians['error_cli']:.2f}"),
+        ("ratio optimum-cli / plain process (target <= 1.5)", f"{ratio_cli:.2f}"),
     ]
     width = max(len(k) for k, _ in rows)
     print(f"GPT-2 base, fp32 vs int4, inputs {args.batch_size} x {args.sequence_length}, median of {args.repeats}")
@@ -129,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": times,
             "median_seconds": medians,
             "ratio": ratio,
+            "ratio_cli": ratio_cli,
         }
         args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -9,7 +9,7 @@ produce that a node outside the module reads or that are graph outputs.
 
 from __future__ import annotations
 
-__all__ = ["ModuleBoundary", "module_boundary", "outer_scope_inputs", "tensor_types"]
+__all__ = ["BoundaryFinder", "ModuleBoundary", "module_boundary", "outer_scope_inputs", "tensor_types"]
 
 import dataclasses
 from collections.abc import Iterable, Sequence
@@ -69,32 +69,48 @@ def module_boundary(proto: onnx.ModelProto, retriever: HierarchyRetriever, modul
         KeyError: no such module (the message lists what to run to see the modules).
         HierarchyError: the module has no node in the main graph.
     """
-    graph = proto.graph
-    names = {n.name for n in retriever.get_nodes_by_module(module, subtree=True) if n.graph == graph.name}
-    indexes = tuple(i for i, node in enumerate(graph.node) if node.name in names)
-    if not indexes:
-        raise HierarchyError(
-            f"Module {module!r} has no node in the main graph (its computation may have been folded away, or lie "
-            "inside a subgraph of another module's node); see `optimum-cli hierarchy nodes FILE MODULE`."
+    return BoundaryFinder(proto, retriever).boundary(module)
+
+
+class BoundaryFinder:
+    """Boundaries of several modules of one graph: what each node reads is worked out once."""
+
+    def __init__(self, proto: onnx.ModelProto, retriever: HierarchyRetriever) -> None:
+        self._graph = proto.graph
+        self._retriever = retriever
+        self._reads = [_reads(node) for node in self._graph.node]
+        self._readers: dict[str, set[int]] = {}
+        for i, names in enumerate(self._reads):
+            for name in names:
+                self._readers.setdefault(name, set()).add(i)
+        self._graph_outputs = {o.name for o in self._graph.output}
+        self._initializers = {t.name for t in self._graph.initializer} | {
+            t.name for t in self._graph.sparse_initializer
+        }
+
+    def boundary(self, module: str) -> ModuleBoundary:
+        """As :func:`module_boundary`."""
+        graph = self._graph
+        names = {n.name for n in self._retriever.get_nodes_by_module(module, subtree=True) if n.graph == graph.name}
+        indexes = tuple(i for i, node in enumerate(graph.node) if node.name in names)
+        if not indexes:
+            raise HierarchyError(
+                f"Module {module!r} has no node in the main graph (its computation may have been folded away, or "
+                "lie inside a subgraph of another module's node); see `optimum-cli hierarchy nodes FILE MODULE`."
+            )
+        chosen = set(indexes)
+        produced: dict[str, None] = {}
+        read: dict[str, None] = {}
+        for i in indexes:
+            read.update(dict.fromkeys(self._reads[i]))
+            produced.update(dict.fromkeys(o for o in graph.node[i].output if o))
+        return ModuleBoundary(
+            module=module,
+            nodes=indexes,
+            inputs=tuple(n for n in read if n not in produced and n not in self._initializers),
+            initializers=tuple(n for n in read if n not in produced and n in self._initializers),
+            outputs=tuple(n for n in produced if n in self._graph_outputs or not self._readers.get(n, set()) <= chosen),
         )
-    chosen = set(indexes)
-    initializers = {t.name for t in graph.initializer} | {t.name for t in graph.sparse_initializer}
-    produced: dict[str, None] = {}
-    read: dict[str, None] = {}
-    for i in indexes:
-        read.update(dict.fromkeys(_reads(graph.node[i])))
-        produced.update(dict.fromkeys(o for o in graph.node[i].output if o))
-    read_outside: set[str] = {o.name for o in graph.output}
-    for i, node in enumerate(graph.node):
-        if i not in chosen:
-            read_outside.update(_reads(node))
-    return ModuleBoundary(
-        module=module,
-        nodes=indexes,
-        inputs=tuple(n for n in read if n not in produced and n not in initializers),
-        initializers=tuple(n for n in read if n not in produced and n in initializers),
-        outputs=tuple(n for n in produced if n in read_outside),
-    )
 
 
 def tensor_types(proto: onnx.ModelProto, names: Iterable[str]) -> dict[str, onnx.TypeProto]:

@@ -37,7 +37,7 @@ from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.retriever import HierarchyRetriever
-from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
+from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import make_session, ort_errors, run_with_tensors
 
@@ -53,10 +53,14 @@ class Metrics:
         r = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in reference])
         c = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in candidate])
         diff = c - r
-        norm_r, norm_c = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+        norm_r, norm_c, norm_d = (
+            float(np.dot(r, r)) ** 0.5,
+            float(np.dot(c, c)) ** 0.5,
+            float(np.dot(diff, diff)) ** 0.5,
+        )
         max_abs = float(np.abs(diff).max()) if diff.size else 0.0
-        rel = float(np.linalg.norm(diff)) / norm_r if norm_r else (0.0 if not diff.any() else math.inf)
-        cosine = float(r @ c) / (norm_r * norm_c) if norm_r and norm_c else (1.0 if not diff.any() else 0.0)
+        rel = norm_d / norm_r if norm_r else (0.0 if not norm_d else math.inf)
+        cosine = float(np.dot(r, c)) / (norm_r * norm_c) if norm_r and norm_c else (1.0 if not norm_d else 0.0)
         return Metrics(max_abs=max_abs, rel_l2=rel, cosine=cosine)
 
 
@@ -150,10 +154,11 @@ def module_errors(
         m.path: tuple(t for t in exported.get(m.path, ()) if t in produced_ref and t in produced_cand) for m in modules
     }
     boundaries: dict[str, ModuleBoundary | str] = {}
+    finder = BoundaryFinder(cand_proto, cand)
     for m in modules:
         if tensors[m.path] and cand.get_nodes_by_module(m.path, subtree=True):
             try:
-                boundaries[m.path] = module_boundary(cand_proto, cand, m.path)
+                boundaries[m.path] = finder.boundary(m.path)
             except (HierarchyError, KeyError) as e:
                 boundaries[m.path] = str(e.args[0] if e.args else e)
     inputs_wanted = {t for b in boundaries.values() if not isinstance(b, str) for t in b.inputs if t in produced_ref}
@@ -172,6 +177,9 @@ def module_errors(
             reasons[m.path] = f"its input {missing[0]!r} has no counterpart in the reference"
         elif not (outputs := tuple(t for t in tensors[m.path] if t in boundary.outputs)):
             reasons[m.path] = "its output tensors are not outputs of the candidate's module"
+        elif all(t in cand_feeds for t in boundary.inputs):
+            # Fed the graph inputs only: alone, the module computes what it computes in the whole candidate.
+            copies[m.path] = _Copy("", boundary, outputs)
         else:
             copies[m.path] = _Copy(f"local.{index}::", boundary, outputs)
     wanted_cand = sorted({t for ts in tensors.values() for t in ts})
@@ -194,7 +202,9 @@ def module_errors(
         local: Metrics | None = None
         why = reasons.get(m.path, failure)
         copy = copies.get(m.path)
-        if copy is not None and failure is None:
+        if copy is not None and not copy.prefix:  # the candidate's own run is the module alone
+            local, why = Metrics.of([ref_values[t] for t in copy.outputs], [cand_values[t] for t in copy.outputs]), None
+        elif copy is not None and failure is None:
             local = Metrics.of(
                 [ref_values[t] for t in copy.outputs], [local_values[copy.prefix + t] for t in copy.outputs]
             )
@@ -209,7 +219,10 @@ def _produced(proto: onnx.ModelProto) -> set[str]:
 
 @dataclasses.dataclass(frozen=True)
 class _Copy:
-    """A copy of a candidate module's nodes, its tensors renamed with ``prefix``, fed the reference's inputs."""
+    """A copy of a candidate module's nodes, its tensors renamed with ``prefix``, fed the reference's inputs.
+
+    No prefix: the module reads graph inputs only, so its local values are those of the candidate's run.
+    """
 
     prefix: str
     boundary: ModuleBoundary
@@ -232,6 +245,7 @@ def _run_candidate(
     appended to ``proto`` for the time it takes to create the session, then removed. If that model
     cannot run, the candidate runs alone and the third item says why there is no local error.
     """
+    copies = {m: c for m, c in copies.items() if c.prefix}  # the others are read from the candidate's own run
     if not copies:
         return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, None
     types = _candidate_types(proto, {t for c in copies.values() for t in c.boundary.inputs})

@@ -93,20 +93,22 @@ def make_session(
         from optimum_hierarchy.annotate import load_model_proto
 
         proto, directory = load_model_proto(model), Path(model).parent
-    if extra_outputs:
-        edited = onnx.ModelProto()
-        edited.CopyFrom(proto)
-        existing = {o.name for o in edited.graph.output}
-        edited.graph.output.extend(
+    # The extra outputs are appended to the proto for the time it takes to serialize it, then removed
+    # (no copy of the weights).
+    outputs = len(proto.graph.output)
+    existing = {o.name for o in proto.graph.output}
+    try:
+        proto.graph.output.extend(
             onnx.ValueInfoProto(name=n) for n in dict.fromkeys(extra_outputs) if n not in existing
         )
-        proto = edited
-    if directory is None or not any(uses_external_data(t) for t in proto.graph.initializer):
         data = proto.SerializeToString()
+    finally:
+        del proto.graph.output[outputs:]
+    if directory is None or not any(uses_external_data(t) for t in proto.graph.initializer):
         return _session(lambda: ort.InferenceSession(data, options, providers=providers), "model")
     # Hidden and not *.onnx, so that a kill -9 cannot leave what a directory scan takes for a model.
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".hierarchy-", suffix=".onnx.tmp", delete=False) as f:
-        f.write(proto.SerializeToString())
+        f.write(data)
     try:
         return _session(lambda: ort.InferenceSession(f.name, options, providers=providers), f.name)
     finally:

@@ -101,3 +101,43 @@ def test_the_cli_offers_the_explorer_metrics() -> None:
     from optimum_hierarchy.tools import explorer
 
     assert error_command.ERROR_METRICS == explorer.ERROR_METRICS  # written twice: the CLI module stays light
+
+
+def test_local_error_of_a_linear_is_its_node_alone_on_the_reference_input(
+    llama_int4: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Independent check: each quantized Linear is one MatMulNBits; cut it out with onnx's own extractor, feed it
+    the reference's value of its input, and compare with the reference's output: the tool's local error."""
+    import onnxruntime as ort
+
+    reference, candidate = llama_int4
+    report = json.loads(run_cli("hierarchy", "error", str(reference), str(candidate), "--json").stdout)
+    rows = {r["module"]: r for r in report["modules"]}
+    graph = onnx.load(str(candidate), load_external_data=False).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    ref_model = onnx.load(str(reference))
+    tensors = sorted({n.input[0] for n in nbits} | {n.output[0] for n in nbits})
+    ref_model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in tensors)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(ref_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
+    with np.load(_saved_inputs(reference, tmp_path)) as data:
+        feeds = {k: data[k] for k in data.files if k in inputs}
+    values = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+    for node in nbits:
+        alone = tmp_path / f"{node.name}.onnx"
+        onnx.utils.extract_model(str(candidate), str(alone), [node.input[0]], [node.output[0]], check_model=False)
+        one = ort.InferenceSession(str(alone), options, providers=["CPUExecutionProvider"])
+        (got,) = one.run(None, {node.input[0]: values[node.input[0]]})
+        expected = float(np.abs(got.astype(np.float64) - values[node.output[0]]).max())
+        assert rows[module_of(node)]["local_max_abs"] == pytest.approx(expected, rel=1e-5, abs=1e-7), node.name
+
+
+def _saved_inputs(reference: Path, tmp_path: Path) -> Path:
+    """The inputs the error command generates by default (seed 0), saved as the .npz it would be given."""
+    from optimum_hierarchy.tools.inputs import generate_inputs
+
+    path = tmp_path / "inputs.npz"
+    np.savez(path, **generate_inputs(reference, seed=0))
+    return path
