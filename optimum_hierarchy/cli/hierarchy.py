@@ -211,6 +211,24 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
         parser.add_argument(
             "-o", "--output", type=Path, default=None, help="The HTML file to write (default: MODEL with .html)."
         )
+        parser.add_argument(
+            "--profile",
+            type=Path,
+            default=None,
+            help=(
+                "What `optimum-cli hierarchy profile MODEL --json` wrote for this model: the tree shows each "
+                "module's time per run (its subtree)."
+            ),
+        )
+        parser.add_argument(
+            "--error",
+            type=Path,
+            default=None,
+            help=(
+                "What `optimum-cli hierarchy error REFERENCE CANDIDATE --json` wrote for this model: the tree shows "
+                "each module's local and accumulated relative L2 error."
+            ),
+        )
 
     def run(self) -> None:
         from optimum_hierarchy.errors import HierarchyError
@@ -222,7 +240,8 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
                 output = output / (a.model.stem + ".html")
             if not output.parent.is_dir():
                 raise HierarchyError(f"{output.parent}: no such directory for the HTML file.")
-            return str(write_html(_retriever(a.model), output, title=a.model.name))
+            page = write_html(_retriever(a.model), output, title=a.model.name, profile=a.profile, error=a.error)
+            return str(page)
 
         _query(self, produce, lambda path: f"Wrote {path}")
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 from support import run_cli
 
 from optimum_hierarchy import HierarchyRetriever
+from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.html import write_html
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +101,14 @@ def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path
     cells = [c.text for c in matmul.find_elements(By.TAG_NAME, "td")]
     assert cells[1] == "MatMul" and cells[2] == query
     assert "/embeddings/LayerNorm/LayerNormalization_output_0" in cells[3]
+    # Clicked, a node shows its details: an ONNX op without attributes here.
+    matmul.click()
+    detail = matmul.find_element(By.XPATH, "following-sibling::tr[1]")
+    assert _field(detail, "domain").text == "ai.onnx (default)"
+    assert _field(detail, "source").text == retriever.get_node(matmul.get_attribute("data-name")).source
+    assert _field(detail, "attributes").text == "none"
+    # Without result files, no time or error columns.
+    assert browser.find_elements(By.CSS_SELECTOR, "#columns, .metrics, #module-info [data-field=time]") == []
 
     # Search: the matching nodes are listed, and their modules highlighted and made visible.
     search = browser.find_element(By.ID, "search")
@@ -107,3 +120,212 @@ def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path
     assert sorted(highlighted) == sorted({n.module for n in softmax})
     for path in highlighted:
         assert _row_label(_item(browser, path)).is_displayed()
+
+
+# --- what the tools know: node details, fused nodes, result columns --------------------------------
+
+MODULE_KEY, SOURCE_KEY = "pkg.optimum_hierarchy.module", "pkg.optimum_hierarchy.source"
+SOURCES_KEY, REASON_KEY = "pkg.optimum_hierarchy.sources", "pkg.optimum_hierarchy.reason"
+LONG_NAME = "/bert/encoder/layer.0/attention/output/dense/" + "a_very_long_node_name_segment_" * 14 + "MatMul"
+
+
+def _props(node: onnx.NodeProto) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def _set_props(node: onnx.NodeProto, props: dict[str, str]) -> None:
+    del node.metadata_props[:]
+    for key, value in props.items():
+        node.metadata_props.add(key=key, value=value)
+
+
+def _open_module(browser: Any, path: str) -> None:
+    """Unfold the module's ancestors by their toggles, then click its label."""
+    from selenium.webdriver.common.by import By
+
+    parts = path.split(".")
+    for ancestor in ["", *(".".join(parts[:k]) for k in range(1, len(parts)))]:
+        item = _item(browser, ancestor)
+        if "collapsed" in (item.get_attribute("class") or ""):
+            item.find_element(By.CSS_SELECTOR, ":scope > .row > button.toggle").click()
+    _row_label(_item(browser, path)).click()
+
+
+def _field(detail: Any, name: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return detail.find_element(By.CSS_SELECTOR, f'table.fields > tr[data-field="{name}"] > td')
+
+
+def _no_horizontal_scroll(browser: Any) -> None:
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    wrap = browser.execute_script(
+        "const w = document.getElementById('table-wrap'); return [w.scrollWidth, w.clientWidth];"
+    )
+    assert wrap[0] <= wrap[1], wrap
+
+
+@pytest.mark.sweep  # the sweep's O2 BERT export (ORTOptimizer's com.microsoft fusions), made once per session
+def test_fused_nodes_emptied_modules_and_result_columns(
+    browser: Any, sweep_exports: dict[str, Any], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    o2 = sweep_exports["bert"].o2
+    assert o2 is not None
+    proto = onnx.load(str(o2 / "model.onnx"))
+    # A long name, and an unattributed node with its reason: what the file may hold.
+    long_node = next(n for n in proto.graph.node if n.name == "/bert/encoder/layer.0/attention/output/dense/MatMul")
+    long_node.name = LONG_NAME
+    tanh = next(n for n in proto.graph.node if n.op_type == "Tanh")
+    _set_props(tanh, {SOURCE_KEY: "unattributed", REASON_KEY: "no evidence names a module (test)"})
+    model = tmp_path / "model.onnx"
+    onnx.save(proto, str(model))
+
+    # Read independently, with plain onnx: the fused nodes, and the modules they emptied.
+    fused = [n for n in proto.graph.node if n.domain == "com.microsoft" and _props(n).get(SOURCE_KEY) == "fusion"]
+    assert fused
+    own_count = collections.Counter(_props(n).get(MODULE_KEY) for n in proto.graph.node)
+    took = collections.defaultdict(list)  # module -> the fused nodes elsewhere that replaced its nodes
+    for n in proto.graph.node:
+        for source in json.loads(_props(n).get(SOURCES_KEY, "[]")):
+            if source != _props(n)[MODULE_KEY]:
+                took[source].append(n)
+    emptied = sorted(m for m in took if own_count[m] == 0)
+    assert emptied
+
+    profile_rows = {"": 9872, "bert": 4936, "bert.encoder.layer.0.attention.self": 2468}  # runs 4: 2.468, 1.234, 0.617
+    profile = tmp_path / "profile.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "model": str(model),
+                "runs": 4,
+                "modules": [{"path": p, "own_us": 0, "subtree_us": us} for p, us in profile_rows.items()],
+            }
+        )
+    )
+    error = tmp_path / "error.json"
+    error_rows = [
+        {"module": "", "local_rel_l2": 0.0, "accumulated_rel_l2": 0.0375, "reason": None},
+        {"module": "bert.encoder.layer.0.attention.self", "local_rel_l2": 0.00125, "accumulated_rel_l2": 0.0375},
+        {"module": "bert.encoder.layer.0.attention.self.query", "local_rel_l2": None, "accumulated_rel_l2": None,
+         "reason": "its output tensors are not in both files"},
+    ]  # fmt: skip
+    for row in error_rows:
+        row.update({"local_max_abs": 0.5, "local_cosine": 0.99, "accumulated_max_abs": 1.5, "accumulated_cosine": 0.9})
+    error.write_text(json.dumps({"reference": "a.onnx", "candidate": "b.onnx", "modules": error_rows}))
+    page = tmp_path / "view.html"
+    run_cli("hierarchy", "view", str(model), "-o", str(page), "--profile", str(profile), "--error", str(error))
+    text = page.read_text(encoding="utf-8")
+    assert "http://" not in text and "https://" not in text  # no external URL anywhere: it works offline
+
+    browser.set_window_size(1400, 900)
+    browser.get(page.as_uri())
+    assert browser.find_elements(By.CSS_SELECTOR, "script[src], link[href], img[src]") == []
+
+    # Columns: time per run of the subtree in ms, then local and accumulated relative L2 error.
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#columns > span")] == [
+        "ms / run", "local", "accum."
+    ]  # fmt: skip
+    root = _item(browser, "")
+    cells = root.find_elements(By.CSS_SELECTOR, ":scope > .row > .metrics > .metric")
+    assert [c.text for c in cells] == ["2.468 ms", "0", "3.75e-2"]
+    _open_module(browser, "bert.encoder.layer.0.attention.self")
+    attention = _item(browser, "bert.encoder.layer.0.attention.self")
+    cells = attention.find_elements(By.CSS_SELECTOR, ":scope > .row > .metrics > .metric")
+    assert [c.text for c in cells] == ["0.617 ms", "1.25e-3", "3.75e-2"]
+    info = browser.find_element(By.ID, "module-info").text
+    assert "0.617 ms with its submodules" in info and "local rel L2 1.25e-3" in info
+    bert = _item(browser, "bert").find_elements(By.CSS_SELECTOR, ":scope > .row > .metrics > .metric")
+    assert [c.text for c in bert] == ["1.234 ms", "", ""]  # in the profile, not in the error result
+
+    # A fused node: its domain, attributes and the modules it replaced, as the file says.
+    node = next(n for n in fused if n.op_type == "Attention")
+    module = _props(node)[MODULE_KEY]
+    _open_module(browser, module)
+    row = browser.find_element(By.CSS_SELECTOR, f'#nodes tr.node[data-name="{node.name}"]')
+    row.click()
+    detail = row.find_element(By.XPATH, "following-sibling::tr[1]")
+    assert "detail" in (detail.get_attribute("class") or "")
+    assert _field(detail, "domain").text == node.domain == "com.microsoft"
+    assert _field(detail, "source").text == "fusion"
+    replaced = [e.text for e in _field(detail, "sources").find_elements(By.CSS_SELECTOR, ".link")]
+    assert replaced == [s or "(root)" for s in json.loads(_props(node)[SOURCES_KEY])]
+    attrs = detail.find_elements(By.CSS_SELECTOR, "tr.attr")
+    assert [a.get_attribute("data-attr") for a in attrs] == [a.name for a in node.attribute]
+    assert node.attribute
+    for shown, attr in zip(attrs, node.attribute, strict=True):
+        value = onnx.helper.get_attribute_value(attr)
+        text = shown.find_element(By.CSS_SELECTOR, "td.attr-value").text
+        assert float(text) == pytest.approx(value, rel=1e-6) if isinstance(value, float) else text == str(value)
+
+    # An emptied module names the fused nodes that took its work; each opens that node.
+    for path in emptied:
+        _open_module(browser, path)
+        note = browser.find_element(By.CSS_SELECTOR, '#module-info [data-field="fused-into"]')
+        assert note.text.startswith("no nodes of its own now; its work is in: ")
+        links = note.find_elements(By.CSS_SELECTOR, ".link")
+        assert [e.text for e in links] == [f"{n.name or f'<unnamed {n.op_type}>'} ({_props(n)[MODULE_KEY] or '(root)'})"
+                                           for n in took[path]]  # fmt: skip
+    links[-1].click()
+    shown = browser.find_elements(By.CSS_SELECTOR, "#nodes tr.node")
+    assert [r.get_attribute("data-name") for r in shown] == [took[emptied[-1]][-1].name]
+    assert browser.find_element(By.CSS_SELECTOR, "#nodes tr.detail").is_displayed()
+
+    # An unattributed node (found by search): how it was attributed, and why not.
+    search = browser.find_element(By.ID, "search")
+    search.send_keys("Tanh")
+    row = browser.find_element(By.CSS_SELECTOR, f'#nodes tr.node[data-name="{tanh.name}"]')
+    row.click()
+    detail = row.find_element(By.XPATH, "following-sibling::tr[1]")
+    assert _field(detail, "module").text == "(unattributed)"
+    assert _field(detail, "source").text == "unattributed"
+    assert _field(detail, "reason").text == "no evidence names a module (test)"
+    search.clear()
+    search.send_keys(" ")  # an empty query: back to the selected module
+
+    # At 1400 x 900 the node table fits, a long node name wraps, its full text on hover.
+    _open_module(browser, "bert.encoder.layer.0.attention.output")
+    row = browser.find_element(By.CSS_SELECTOR, "#nodes tr.node")
+    assert row.get_attribute("data-name") == LONG_NAME
+    assert row.find_element(By.TAG_NAME, "td").get_attribute("title") == LONG_NAME
+    _no_horizontal_scroll(browser)
+    row.click()
+    _no_horizontal_scroll(browser)
+
+
+def test_result_files_that_do_not_fit_are_refused(cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    """Not JSON, not the format, or of another model: exit 1, the file named with what to do, no HTML file."""
+    model = cli_exports["bert"] / "model.onnx"
+    output = tmp_path / "view.html"
+    not_json = tmp_path / "profile.txt"
+    not_json.write_text("kernel time by module: 12 ms\n")
+    completed = run_cli("hierarchy", "view", str(model), "-o", str(output), "--profile", str(not_json), check=False)
+    assert completed.returncode == 1
+    message = " ".join(completed.stderr.split())
+    assert str(not_json) in message and "not valid JSON" in message and "hierarchy profile" in message
+    assert not output.exists()
+
+    # The same checks through the API (the CLI only prints them), for the other ways a file can be wrong.
+    retriever = HierarchyRetriever(model)
+    wrong: list[tuple[str, Any, str]] = [
+        ("profile", {"runs": 10}, "expected a 'modules' list"),
+        ("profile", {"runs": 0, "modules": []}, "positive number of runs"),
+        ("profile", {"runs": 2, "modules": [{"path": "", "subtree_us": "12"}]}, "must be microseconds"),
+        ("profile", {"runs": 2, "modules": [{"path": "h.0", "own_us": 1, "subtree_us": 2}]}, "different model"),
+        ("error", [], "a JSON object is expected"),
+        (
+            "error",
+            {"modules": [{"module": "transformer.h.0", "local_rel_l2": 0, "accumulated_rel_l2": 0}]},
+            "'transformer.h.0' is not a module",
+        ),
+        ("error", {"modules": [{"module": "", "local_rel_l2": "x", "accumulated_rel_l2": 0}]}, "numbers or null"),
+    ]
+    for i, (kind, content, expected) in enumerate(wrong):
+        path = tmp_path / f"{kind}{i}.json"
+        path.write_text(json.dumps(content))
+        with pytest.raises(HierarchyError, match=expected) as caught:
+            write_html(retriever, output, "t", **{kind: path})
+        assert str(caught.value).startswith(f"{path}: ") and f"hierarchy {kind}" in str(caught.value)
+        assert not output.exists()
