@@ -116,15 +116,18 @@ def _session_path(obj: Any) -> Path | None:
     return Path(model_path) if model_path else None
 
 
-def read_hierarchy(source: str | os.PathLike[str] | onnx.ModelProto | Any) -> ModelHierarchy:
+def read_hierarchy(
+    source: str | os.PathLike[str] | onnx.ModelProto | Any, *, path: str | os.PathLike[str] | None = None
+) -> ModelHierarchy:
     """The hierarchy of an annotated model; weights in external data are never read.
 
     ``source`` is a path, an ``onnx.ModelProto``, an ``onnxruntime.InferenceSession`` or a loaded
     ``ORTModel`` (``read_hierarchy(ORTModelForFeatureExtraction.from_pretrained("out/"))``). For a
-    seq2seq ``ORTModel``, pass its ``.encoder`` or ``.decoder``.
+    seq2seq ``ORTModel``, pass its ``.encoder`` or ``.decoder``. ``path``: the file a proto was read
+    from, named in errors and kept as :attr:`ModelHierarchy.path`.
     """
     if isinstance(source, onnx.ModelProto):
-        return _from_proto(source, None)
+        return _from_proto(source, Path(path) if path is not None else None)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():

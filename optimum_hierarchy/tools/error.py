@@ -36,6 +36,7 @@ import onnx
 from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.provenance import decode_module_outputs
+from optimum_hierarchy.read import read_hierarchy
 from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
@@ -132,7 +133,8 @@ def module_errors(
     """
     ref_path, cand_path = Path(reference), Path(candidate)
     ref_proto, cand_proto = load_model_proto(ref_path), load_model_proto(cand_path)
-    ref, cand = HierarchyRetriever(ref_proto), HierarchyRetriever(cand_proto)
+    ref = HierarchyRetriever(read_hierarchy(ref_proto, path=ref_path))
+    cand = HierarchyRetriever(read_hierarchy(cand_proto, path=cand_path))
     if [(m.path, m.class_name) for m in ref.tree.values()] != [(m.path, m.class_name) for m in cand.tree.values()]:
         raise HierarchyError(
             f"{ref_path} ({ref.tree[''].class_name}) and {cand_path} ({cand.tree[''].class_name}) hold different "

@@ -90,6 +90,11 @@ def test_bad_input_is_a_clear_error(
     assert wrong.returncode == 1 and "inputs" in wrong.stderr
     missing = run_cli("hierarchy", "error", str(reference), str(tmp_path / "nope.onnx"), check=False)
     assert missing.returncode == 1 and "nope.onnx" in missing.stderr
+    plain = onnx.load(str(reference))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    bare = run_cli("hierarchy", "error", str(tmp_path / "plain.onnx"), str(candidate), check=False)
+    assert bare.returncode == 1 and "annotate" in bare.stderr and "plain.onnx" in " ".join(bare.stderr.split())
     over = run_cli(
         "hierarchy", "error", str(reference), str(candidate), "--model-explorer", str(candidate), check=False
     )
