@@ -64,8 +64,10 @@ def restore_hierarchy(
             used only for files that carry no hierarchy. Default: the ``config.json`` beside each file.
         strict: raise :class:`~optimum_hierarchy.errors.AttributionError` if any node stays
             unattributed (the file is then left as it was).
-        scope_names: rename nodes whose names carry no scope (``Attention_0``) after their module
-            (``/encoder/layer/0/attention/self/Attention_0``), for tools that group by ``/`` in names.
+        scope_names: rename nodes whose names carry no scope (``Attention_0``) after their module's
+            scope as the exporter spelled it (``/encoder/layer.0/attention/self/Attention_0``), for
+            tools that group nodes by ``/`` in their names (scripts, profile viewers); Netron groups
+            nothing, and Model Explorer's ONNX adapter groups by the ``namespace`` metadata.
 
     Returns:
         One record per file, with its attribution summary.
@@ -165,7 +167,7 @@ def tree_from_config(config: str | os.PathLike[str]) -> tuple[ModuleTree, str | 
     import torch
     import transformers
 
-    from optimum_hierarchy.capture.module_tree import capture_module_tree
+    from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 
     config_path = Path(config)
     try:
@@ -176,8 +178,7 @@ def tree_from_config(config: str | os.PathLike[str]) -> tuple[ModuleTree, str | 
     cls = next((c for c in classes if isinstance(c, type)), None)
     with torch.device("meta"):
         model = cls(cfg) if cls is not None else transformers.AutoModel.from_config(cfg)  # type: ignore[no-untyped-call]
-    kind = type(model)
-    return capture_module_tree(model), getattr(cfg, "model_type", None), f"{kind.__module__}.{kind.__qualname__}"
+    return capture_module_tree(model), getattr(cfg, "model_type", None), qualified_class_name(model)
 
 
 def tree_from_names(proto: onnx.ModelProto) -> ModuleTree:

@@ -55,6 +55,7 @@ __all__ = [
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -160,9 +161,6 @@ class ArchitectureRules:
     source: str = ""
     """File the rules were read from."""
 
-    def rules_for(self, op_type: str) -> list[FusedNodeRule]:
-        return [rule for rule in self.fused_nodes if op_type in rule.op_types]
-
     @classmethod
     def from_json(cls, data: Any, source: str) -> ArchitectureRules:
         if not isinstance(data, dict):
@@ -194,30 +192,48 @@ class ArchitectureRules:
         return cls(name=name, description=description, source=source, fused_nodes=fused_nodes, **lists)
 
 
-def _rules_dirs() -> list[Path]:
-    dirs = []
+def _packaged_dir() -> Path | None:
     for candidate in (_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs"):
         if candidate.is_dir():
-            dirs.append(candidate)
-            break
-    for entry in os.environ.get(RULES_PATH_ENV, "").split(os.pathsep):
-        if entry:
-            dirs.append(Path(entry))
-    return dirs
+            return candidate
+    return None
+
+
+def _read_rules(path: Path) -> ArchitectureRules:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SchemaError(f"{path}: cannot read rules file ({e})") from e
+    return ArchitectureRules.from_json(data, str(path))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_packaged_rules(path: Path, mtime_ns: int, size: int) -> ArchitectureRules:
+    """A packaged rules file, read once per process (an edit in a source checkout changes the key)."""
+    return _read_rules(path)
 
 
 def load_all_rules() -> dict[str, ArchitectureRules]:
-    """All rules files, by name. Raises :class:`SchemaError` naming a bad file."""
+    """All rules files, by name. Raises :class:`SchemaError` naming a bad file.
+
+    The packaged files are read once; those of ``OPTIMUM_HIERARCHY_RULES_PATH`` on every call, since a
+    user's file may be rewritten within the resolution of its modification time.
+    """
     rules: dict[str, ArchitectureRules] = {}
-    for directory in _rules_dirs():
+    packaged = _packaged_dir()
+    if packaged is not None:
+        for path in sorted(packaged.glob("*.json")):
+            try:
+                stat = path.stat()
+            except OSError as e:
+                raise SchemaError(f"{path}: cannot read rules file ({e})") from e
+            item = _read_packaged_rules(path, stat.st_mtime_ns, stat.st_size)
+            rules[item.name] = item
+    for directory in (Path(entry) for entry in os.environ.get(RULES_PATH_ENV, "").split(os.pathsep) if entry):
         if not directory.is_dir():
             raise SchemaError(f"{RULES_PATH_ENV}: {directory} is not a directory")
         for path in sorted(directory.glob("*.json")):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise SchemaError(f"{path}: cannot read rules file ({e})") from e
-            item = ArchitectureRules.from_json(data, str(path))
+            item = _read_rules(path)
             rules[item.name] = item
     return rules
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["ScopeResolver", "call_suffix_base", "producer_name_of_output", "scope_segments", "unqualified_name"]
+__all__ = [
+    "ScopeResolver",
+    "ScopeSpeller",
+    "call_suffix_base",
+    "producer_name_of_output",
+    "scope_segments",
+    "unqualified_name",
+]
 
 import re
+from collections.abc import Sequence
 
 from optimum_hierarchy.schema import ModuleTree
 
@@ -92,10 +100,22 @@ class ScopeResolver:
                 self._by_name.setdefault(unqualified_name(path), []).append(path)
         self._cache: dict[tuple[str, ...], str | None] = {}
 
+    @property
+    def tree(self) -> ModuleTree:
+        return self._tree
+
+    @property
+    def root(self) -> str:
+        return self._root
+
     def resolve(self, node_name: str) -> str | None:
         segments = scope_segments(node_name)
         if segments is None:
             return None
+        return self.resolve_segments(segments)
+
+    def resolve_segments(self, segments: Sequence[str]) -> str | None:
+        """The module the scope ``segments`` (``["encoder", "layer.0"]``) name; ``[]`` is the exported module."""
         key = tuple(segments)
         if key not in self._cache:
             self._cache[key] = self._resolve_segments(key)
@@ -143,3 +163,92 @@ class ScopeResolver:
                 if self._tree.canonical(candidate) is not None:
                     return candidate
         return None
+
+
+class ScopeSpeller:
+    """A module's TorchScript scope, spelled the way the file's exporter spelled it.
+
+    Evidence is what the file shows (:meth:`observe_name`, :meth:`observe_call_stack`): every
+    scoped node name spells, level by level, the scopes of the modules its segments resolve to
+    (``/encoder/layer.0/attention/self/MatMul`` spells ``encoder`` as ``encoder``, ``encoder.layer.0``
+    as ``encoder/layer.0``, and so on), and so does the node name in a TorchScript output tensor name
+    (:func:`producer_name_of_output`; ONNX Runtime's fused nodes keep those); a dynamo node's call
+    stack (its ``pkg.torch.onnx.name_scopes``) spells each module on it as torch's TorchScript
+    exporter would have. :meth:`spell` returns the
+    spelling seen most often (the first seen on a tie). A module with none, such as one whose every
+    node an optimizer fused, takes the spelling of its closest spelled ancestor followed by torch's
+    rule for the levels below it (:func:`unqualified_name`: a numeric atom joins the one before,
+    ``layer.0``); a spelling that does not resolve back to the module is replaced by one segment per
+    level, which :class:`ScopeResolver` also reads.
+    """
+
+    def __init__(self, resolver: ScopeResolver) -> None:
+        self._resolver = resolver
+        self._seen: dict[str, dict[tuple[str, ...], int]] = {}
+
+    def observe_name(self, node_name: str) -> None:
+        segments = scope_segments(node_name) or []
+        for k in range(1, len(segments) + 1):
+            spelling = tuple(segments[:k])
+            module = self._resolver.resolve_segments(spelling)
+            if module is not None:
+                self._count(module, spelling)
+
+    def observe_call_stack(self, modules: Sequence[str]) -> None:
+        """``modules``: the paths of the modules on a call stack, outermost first, relative to the exported module."""
+        spelling: tuple[str, ...] = ()
+        for relative in modules:
+            if not relative:
+                continue
+            module = self._resolver.tree.canonical(self._full(relative))
+            if module is None:
+                return
+            spelling = (*spelling, unqualified_name(self._relative(module)))
+            self._count(module, spelling)
+
+    def spell(self, module: str) -> tuple[str, ...]:
+        """The scope segments of ``module`` (``()`` for the exported module)."""
+        seen = self._most_seen(module)
+        if seen is not None:
+            return seen
+        spelling = self._from_tree(module)
+        if self._resolver.resolve_segments(spelling) == module:
+            return spelling
+        relative = self._relative(module)
+        per_level = tuple(relative.split(".")) if relative else ()
+        return per_level if self._resolver.resolve_segments(per_level) == module else spelling
+
+    def _count(self, module: str, spelling: tuple[str, ...]) -> None:
+        seen = self._seen.setdefault(module, {})
+        seen[spelling] = seen.get(spelling, 0) + 1
+
+    def _most_seen(self, module: str) -> tuple[str, ...] | None:
+        seen = self._seen.get(module)
+        # max() keeps the first of equals, and a dict its insertion order: the first seen wins a tie.
+        return max(seen, key=seen.__getitem__) if seen else None
+
+    def _full(self, relative: str) -> str:
+        root = self._resolver.root
+        return (f"{root}.{relative}" if relative else root) if root else relative
+
+    def _relative(self, module: str) -> str:
+        root = self._resolver.root
+        if module == root:
+            return ""
+        return module[len(root) + 1 :] if root and module.startswith(f"{root}.") else module
+
+    def _from_tree(self, module: str) -> tuple[str, ...]:
+        relative = self._relative(module)
+        atoms = relative.split(".") if relative else []
+        # Start from the closest ancestor spelled in the file that ends a segment (the next atom is not numeric).
+        start = 0
+        spelling: tuple[str, ...] = ()
+        for j in range(len(atoms), 0, -1):
+            seen = None if j < len(atoms) and atoms[j].isnumeric() else self._most_seen(self._full(".".join(atoms[:j])))
+            if seen is not None:
+                start, spelling = j, seen
+                break
+        for k in range(start, len(atoms)):
+            if k + 1 == len(atoms) or not atoms[k + 1].isnumeric():
+                spelling = (*spelling, unqualified_name(".".join(atoms[: k + 1])))
+        return spelling

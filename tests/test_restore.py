@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -127,19 +128,25 @@ def test_cli_annotate_prints_a_table(plain_exports: dict[str, Path], tmp_path: P
     assert onnx.load(str(path)).metadata_props
 
 
-def test_scope_names_option_renames_fused_nodes_after_their_module(
-    cli_exports: dict[str, Path], tmp_path: Path
-) -> None:
-    import numpy as np
-    import onnxruntime as ort
+@pytest.fixture(scope="module")
+def o2_bert(cli_exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The annotated tiny BERT after ONNX Runtime's O2 optimizer, annotated again (copy it before changing it)."""
     from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
+
+    out = tmp_path_factory.mktemp("o2_bert")
+    model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
+    ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), out)
+    restore_hierarchy(out / "model_optimized.onnx")
+    return out
+
+
+def test_scope_names_option_renames_fused_nodes_after_their_module(o2_bert: Path, tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime as ort
     from support import make_feeds
 
-    model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
-    ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), tmp_path)
-    path = tmp_path / "model_optimized.onnx"
-    restore_hierarchy(path)
+    path = Path(shutil.copytree(o2_bert, tmp_path / "o2")) / "model_optimized.onnx"
     before = read_hierarchy(path).nodes
     outputs = ort.InferenceSession(str(path)).run(None, make_feeds(ort.InferenceSession(str(path))))
     assert any(not n.name.startswith("/") for n in before)
@@ -151,12 +158,58 @@ def test_scope_names_option_renames_fused_nodes_after_their_module(
     for old, new in zip(before, after, strict=True):
         if old.name.startswith("/"):
             assert new.name == old.name
-        else:  # grouped by '/' like the module tree; an unnamed node is named after its op type
-            prefix = "/" + new.module.replace(".", "/") + "/" if new.module else "/"
-            assert new.name.startswith(prefix) and new.name[len(prefix) :].startswith(old.name or old.op_type)
+        else:  # a scope before the old name; an unnamed node is named after its op type
+            assert new.name.startswith("/") and new.name.rpartition("/")[2].startswith(old.name or old.op_type)
     session = ort.InferenceSession(str(path))
     for a, b in zip(session.run(None, make_feeds(session)), outputs, strict=True):
         np.testing.assert_array_equal(a, b)
     content = path.read_bytes()
     restore_hierarchy(path, scope_names=True)  # idempotent
     assert path.read_bytes() == content
+
+
+def test_scope_names_spell_each_scope_as_the_exporter_did(o2_bert: Path, tmp_path: Path) -> None:
+    """Renamed nodes take the scope the file's own names give their module (`layer.0` is one segment)."""
+    module_key = "pkg.optimum_hierarchy.module"
+    path = Path(shutil.copytree(o2_bert, tmp_path / "o2")) / "model_optimized.onnx"
+    before = [n.name for n in onnx.load(str(path)).graph.node]
+    restore_hierarchy(path, scope_names=True)
+    nodes = onnx.load(str(path)).graph.node
+    modules = [{p.key: p.value for p in n.metadata_props}[module_key] for n in nodes]
+    names = [n.name for n in nodes]
+    renamed = [i for i, (old, new) in enumerate(zip(before, names, strict=True)) if old != new]
+    assert len(renamed) >= 8, renamed  # per layer: Attention, 2 SkipLayerNorm, BiasGelu
+    assert not [n for n in names if re.search(r"/layer/\d+/", n)]
+    assert len(set(names)) == len(names)
+
+    def prefix(name: str) -> str:
+        return name[: name.rindex("/") + 1]
+
+    kept = [i for i in range(len(nodes)) if i not in renamed and names[i].startswith("/")]
+    own: dict[str, set[str]] = {}
+    for i in kept:
+        own.setdefault(modules[i], set()).add(prefix(names[i]))
+    checked = 0
+    for i in renamed:
+        module = modules[i]
+        if module in own:  # the scope the exporter gave this module's kept nodes
+            assert prefix(names[i]) in own[module], (names[i], own[module])
+            checked += 1
+        else:  # all its nodes were fused: its submodules' kept nodes, or the exporter's names of what it replaced
+            # (ONNX Runtime keeps the names of the fused subgraph's outputs: `/.../self/Reshape_3_output_0`)
+            carriers = [names[k] for k in kept if modules[k].startswith(f"{module}.")] + list(nodes[i].output)
+            assert any(c.startswith(prefix(names[i])) for c in carriers), (names[i], carriers)
+    assert checked, "no renamed node of a module with kept nodes: the check above checked nothing"
+
+    # The names alone place the renamed nodes again: their scopes are torch's spelling.
+    names_only = tmp_path / "names_only"
+    names_only.mkdir()
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    onnx.save(model, str(names_only / "model.onnx"))
+    shutil.copy(path.parent / "config.json", names_only / "config.json")
+    restore_hierarchy(names_only)
+    again = {n.name: (n.module, n.source) for n in read_hierarchy(names_only / "model.onnx").nodes}
+    assert [again[names[i]] for i in renamed] == [(modules[i], "name") for i in renamed]

@@ -106,3 +106,17 @@ def test_shipped_fused_node_rules_apply_to_every_model_type() -> None:
     assert gpt2[0].op_types == frozenset({"Add"})  # the model's own rules come first
     assert len(gpt2) == len(generic) + 1
     assert all(rule.why for rule in gpt2)
+
+
+def test_packaged_rules_are_read_once_user_rules_on_every_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = load_all_rules(), load_all_rules()
+    assert first and all(second[name] is item for name, item in first.items())  # the same objects: read once
+    first.clear()
+    assert load_all_rules() == second  # each call has its own dict
+    # A user's file rewritten (same size, maybe the same modification time) is read again.
+    monkeypatch.setenv(RULES_PATH_ENV, str(tmp_path))
+    path = tmp_path / "t5.json"
+    for block in ("encoder.block.*", "decoder.block.*"):
+        path.write_text(json.dumps({"name": "t5", "model_types": ["t5"], "repeated_blocks": [block]}))
+        found = rules_for_model_type("t5")
+        assert found is not None and found.repeated_blocks == (block,)

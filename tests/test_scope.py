@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from optimum_hierarchy.schema import ModuleInfo, ModuleTree
-from optimum_hierarchy.scope import ScopeResolver, scope_segments, unqualified_name
+from optimum_hierarchy.scope import ScopeResolver, ScopeSpeller, scope_segments, unqualified_name
 
 
 def tree_of(*paths: str) -> ModuleTree:
@@ -109,3 +109,30 @@ def test_shared_module_through_its_aliases() -> None:
     assert ScopeResolver(tree, root="encoder").resolve("/embed_tokens/Gather") == "shared"
     # the full model: named_modules() finds it first as `shared`, called from the decoder
     assert ScopeResolver(tree).resolve("/decoder/shared/Gather") == "shared"
+
+
+def test_speller_takes_the_files_spelling_else_torchs_rule() -> None:
+    tree = tree_of(
+        "encoder", "encoder.layer", "encoder.layer.0", "encoder.layer.0.attention", "encoder.layer.0.attention.self",
+        "layer1", "layer1.0", "layer1.0.conv1", "layer1.0.conv2", "head",
+    )  # fmt: skip
+    speller = ScopeSpeller(ScopeResolver(tree))
+    speller.observe_name("/layer1/layer1.0/conv1/Conv")  # a called Sequential repeats its level
+    speller.observe_name("Attention_0")  # no scope: no evidence
+    assert speller.spell("layer1.0.conv1") == ("layer1", "layer1.0", "conv1")
+    assert speller.spell("layer1.0.conv2") == ("layer1", "layer1.0", "conv2")  # a spelled parent, then torch's rule
+    assert speller.spell("encoder.layer.0.attention.self") == ("encoder", "layer.0", "attention", "self")
+    assert speller.spell("encoder.layer") == ("encoder", "layer")
+    assert speller.spell("") == ()
+    speller.observe_call_stack(["", "head"])  # a dynamo node's name_scopes
+    assert speller.spell("head") == ("head",)
+
+
+def test_speller_prefers_the_most_seen_spelling_and_the_first_on_a_tie() -> None:
+    speller = ScopeSpeller(ScopeResolver(tree_of("act", "block")))
+    speller.observe_name("/act_1/Relu")  # the second call of `act`
+    assert speller.spell("act") == ("act_1",)
+    speller.observe_name("/act/Relu")
+    assert speller.spell("act") == ("act_1",)
+    speller.observe_name("/act/Relu")
+    assert speller.spell("act") == ("act",)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["capture_module_tree", "find_module_path"]
+__all__ = ["capture_module_tree", "find_module_path", "qualified_class_name"]
 
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     import torch
 
 
-def _qualified_class_name(obj: object) -> str:
+def qualified_class_name(obj: object) -> str:
+    """``module.QualifiedName`` of the object's class, as module trees and export metadata record it."""
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -54,7 +55,7 @@ def capture_module_tree(model: torch.nn.Module) -> ModuleTree:
         modules.append(
             ModuleInfo(
                 path=path,
-                class_name=_qualified_class_name(module),
+                class_name=qualified_class_name(module),
                 parameters=tuple(own["parameters"]),
                 buffers=tuple(own["buffers"]),
                 aliases=tuple(aliases.get(id(module), ())),

@@ -15,6 +15,8 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
+from optimum_hierarchy.cli.common import json_argument, shape_argument
+
 ERROR_METRICS = ("local_rel_l2", "local_max_abs", "accumulated_rel_l2", "accumulated_max_abs")
 """optimum_hierarchy.tools.explorer.ERROR_METRICS (not imported: this module is imported at optimum-cli start-up)."""
 
@@ -28,15 +30,9 @@ class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is u
         parser.add_argument(
             "--inputs", type=Path, default=None, help="An .npz of the graph inputs (default: generated, as profile)."
         )
-        parser.add_argument(
-            "--shape",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="A dimension of the generated inputs (batch_size=1, sequence_length=128); repeatable.",
-        )
+        shape_argument(parser, "A dimension of the generated inputs (batch_size=1, sequence_length=128); repeatable.")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs.")
-        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
+        json_argument(parser)
         parser.add_argument(
             "--model-explorer",
             type=Path,

@@ -17,15 +17,14 @@ __all__ = [
     "install_onnxruntime_hooks",
 ]
 
-import json
 import sys
 from argparse import ArgumentParser
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
+from optimum_hierarchy.cli.common import json_argument, model_argument, query
 from optimum_hierarchy.cli.error_command import ErrorCommand
 from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
@@ -60,9 +59,10 @@ class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
             "--scope-names",
             action="store_true",
             help=(
-                "Rename nodes whose names carry no scope (Attention_0) after their module "
-                "(/encoder/layer/0/attention/self/Attention_0), so that Netron and other tools that group nodes by '/' "
-                "in their names group them too."
+                "Rename nodes whose names carry no scope (Attention_0) after their module's scope as the exporter "
+                "spelled it (/encoder/layer.0/attention/self/Attention_0), for tools that group nodes by '/' in their "
+                "names (scripts, profile viewers). Not needed for Netron (it groups no nodes) or Model Explorer "
+                "(its ONNX adapter groups by the namespace metadata)."
             ),
         )
 
@@ -82,38 +82,6 @@ class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         print_annotated_files(files, f"Module hierarchy written to {self.args.path}", base=base)
 
 
-def _model_argument(parser: ArgumentParser, name: str = "model", help_text: str = "An annotated .onnx file.") -> None:
-    parser.add_argument(name, type=Path, help=help_text)
-
-
-def _json_argument(parser: ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
-
-
-def _query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], Any]) -> None:
-    """Load the model(s), compute the data, print it as JSON or rendered; a clear error and exit 1 otherwise."""
-    from rich.console import Console
-
-    from optimum_hierarchy.cli.output import print_error
-    from optimum_hierarchy.errors import HierarchyError
-
-    try:
-        data = produce(command.args)
-    except HierarchyError as e:
-        print_error(str(e))
-        sys.exit(1)
-    except KeyError as e:
-        print_error(str(e.args[0]) if e.args else str(e))
-        sys.exit(1)
-    except OSError as e:  # a file that cannot be read or written, met below the checks that name it
-        print_error(f"{e}. Check the path and its permissions.")
-        sys.exit(1)
-    if getattr(command.args, "json", False):
-        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    else:
-        Console().print(render(data))
-
-
 def _retriever(path: Path) -> Any:
     from optimum_hierarchy.retriever import HierarchyRetriever
 
@@ -123,21 +91,21 @@ def _retriever(path: Path) -> Any:
 class TreeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
-        _model_argument(parser)
+        model_argument(parser)
         parser.add_argument("--module", default="", help="Start at this module (default: the root).")
         parser.add_argument("--depth", type=int, default=None, help="Levels to show below the start (default: all).")
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         from optimum_hierarchy.cli.views import render_tree, tree_data
 
-        _query(self, lambda a: tree_data(_retriever(a.model), a.module, a.depth), render_tree)
+        query(self, lambda a: tree_data(_retriever(a.model), a.module, a.depth), render_tree)
 
 
 class NodesCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
-        _model_argument(parser)
+        model_argument(parser)
         parser.add_argument(
             "module",
             help="A module path or glob: '*' is one path segment, '**' any number (encoder.layer.*.attention).",
@@ -148,56 +116,56 @@ class NodesCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is u
             action="store_true",
             help="Also fused nodes attributed above the module that replaced some of its nodes.",
         )
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         from optimum_hierarchy.cli.views import nodes_data, render_nodes
 
-        _query(self, lambda a: nodes_data(_retriever(a.model), a.module, own=a.own, spanning=a.spanning), render_nodes)
+        query(self, lambda a: nodes_data(_retriever(a.model), a.module, own=a.own, spanning=a.spanning), render_nodes)
 
 
 class StatsCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
-        _model_argument(parser)
+        model_argument(parser)
         parser.add_argument("--by", choices=["module", "op"], default="module", help="Group by module or op type.")
         parser.add_argument(
             "--depth", type=int, default=1, help="With --by module: group nodes under modules at this depth (1)."
         )
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         from optimum_hierarchy.cli.views import render_stats, stats_data
 
-        _query(self, lambda a: stats_data(_retriever(a.model), by=a.by, depth=a.depth), render_stats)
+        query(self, lambda a: stats_data(_retriever(a.model), by=a.by, depth=a.depth), render_stats)
 
 
 class ShowCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
-        _model_argument(parser)
+        model_argument(parser)
         parser.add_argument("node", help="A node name (/encoder/layer.0/attention/self/query/MatMul, Attention_0).")
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         from optimum_hierarchy.cli.views import render_show, show_data
 
-        _query(self, lambda a: show_data(_retriever(a.model), a.node), render_show)
+        query(self, lambda a: show_data(_retriever(a.model), a.node), render_show)
 
 
 class DiffCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
-        _model_argument(parser, "before", "The first annotated .onnx file (e.g. the plain export).")
-        _model_argument(parser, "after", "The second one (e.g. its optimized or quantized version).")
+        model_argument(parser, "before", "The first annotated .onnx file (e.g. the plain export).")
+        model_argument(parser, "after", "The second one (e.g. its optimized or quantized version).")
         parser.add_argument("--depth", type=int, default=None, help="Only modules down to this depth.")
         parser.add_argument("--all", action="store_true", help="Also modules whose nodes did not change.")
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         from optimum_hierarchy.cli.views import diff_data, render_diff
 
-        _query(
+        query(
             self,
             lambda a: diff_data(_retriever(a.before), _retriever(a.after), depth=a.depth, everything=a.all),
             render_diff,
@@ -207,7 +175,7 @@ class DiffCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
 class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
-        _model_argument(parser)
+        model_argument(parser)
         parser.add_argument(
             "-o", "--output", type=Path, default=None, help="The HTML file to write (default: MODEL with .html)."
         )
@@ -243,7 +211,7 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
             page = write_html(_retriever(a.model), output, title=a.model.name, profile=a.profile, error=a.error)
             return str(page)
 
-        _query(self, produce, lambda path: f"Wrote {path}")
+        query(self, produce, lambda path: f"Wrote {path}")
 
 
 class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped

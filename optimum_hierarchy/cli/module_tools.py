@@ -14,17 +14,7 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-
-def _json_argument(parser: ArgumentParser) -> None:
-    from optimum_hierarchy.cli.hierarchy import _json_argument as add
-
-    add(parser)
-
-
-def _query(command: Any, produce: Any, render: Any) -> None:
-    from optimum_hierarchy.cli.hierarchy import _query as query
-
-    query(command, produce, render)
+from optimum_hierarchy.cli.common import json_argument, optimization_level_argument, query, shape_argument
 
 
 def _model_file(path: Path) -> Path:
@@ -61,7 +51,7 @@ class ExtractCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         parser.add_argument(
             "-o", "--output", type=Path, required=True, help="The .onnx file to write (never the input file)."
         )
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         from optimum_hierarchy.tools.extract import write_extracted_module
@@ -69,7 +59,7 @@ class ExtractCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         def produce(a: Any) -> dict[str, Any]:
             return extract_data(write_extracted_module(_model_file(a.model), a.module, a.output), a.output)
 
-        _query(self, produce, render_extract)
+        query(self, produce, render_extract)
 
 
 def _number(value: float | None) -> float | str | None:
@@ -162,25 +152,16 @@ class CompareCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         parser.add_argument(
             "--rtol", type=float, default=1e-4, help="Relative tolerance, times the output's largest magnitude (1e-4)."
         )
-        parser.add_argument(
-            "--shape",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="Value of a symbolic input dimension, e.g. --shape batch_size=1 --shape sequence_length=128.",
+        shape_argument(
+            parser, "Value of a symbolic input dimension, e.g. --shape batch_size=1 --shape sequence_length=128."
         )
         parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs (0).")
-        parser.add_argument(
-            "--optimization-level",
-            choices=["disable", "basic", "extended", "all"],
-            default="all",
-            help="ONNX Runtime's graph optimization level for the run (all).",
-        )
+        optimization_level_argument(parser, "ONNX Runtime's graph optimization level for the run (all).")
         parser.add_argument("--all", action="store_true", help="Also list modules that could not be compared.")
         parser.add_argument(
             "--check", action="store_true", help="Exit with status 2 when a module is over the tolerance."
         )
-        _json_argument(parser)
+        json_argument(parser)
 
     def run(self) -> None:
         import sys
@@ -203,6 +184,6 @@ class CompareCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
             result.update(compare_data(comparison, everything=a.all))
             return result
 
-        _query(self, produce, render_compare)
+        query(self, produce, render_compare)
         if self.args.check and result.get("first_divergence"):
             sys.exit(2)

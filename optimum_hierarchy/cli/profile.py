@@ -13,7 +13,8 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-_LEVELS = ("disable", "basic", "extended", "all")  # optimum_hierarchy.tools.profile.OPTIMIZATION_LEVELS
+from optimum_hierarchy.cli.common import json_argument, optimization_level_argument, query, shape_argument
+
 _UNATTRIBUTED_ROWS = 20
 
 
@@ -29,27 +30,18 @@ class ProfileCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
             default=None,
             help="Count deeper modules in their ancestor at this depth (default: all levels).",
         )
-        parser.add_argument(
-            "--shape",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="Size of a symbolic input dimension (batch_size=1, sequence_length=128); repeatable.",
-        )
+        shape_argument(parser, "Size of a symbolic input dimension (batch_size=1, sequence_length=128); repeatable.")
         parser.add_argument(
             "--config",
             type=Path,
             default=None,
             help="The model's config.json (or its directory), for input sizes (default: the one beside the model).",
         )
-        parser.add_argument(
-            "--optimization-level",
-            choices=_LEVELS,
-            default="all",
-            help="ONNX Runtime's graph optimizations during the runs (default: all, as deployed).",
+        optimization_level_argument(
+            parser, "ONNX Runtime's graph optimizations during the runs (default: all, as deployed)."
         )
         parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime's intra-op threads (its default).")
-        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of a table.")
+        json_argument(parser)
         parser.add_argument(
             "--model-explorer",
             type=Path,
@@ -60,7 +52,6 @@ class ProfileCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         )
 
     def run(self) -> None:
-        from optimum_hierarchy.cli.hierarchy import _query
         from optimum_hierarchy.cli.output import report_node_data
         from optimum_hierarchy.tools.explorer import check_node_data_path, profile_node_data
         from optimum_hierarchy.tools.inputs import parse_shapes
@@ -84,7 +75,7 @@ class ProfileCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
                 profile = aggregate_to_depth(profile, a.depth)
             return profile.to_dict()
 
-        _query(self, produce, render_profile)
+        query(self, produce, render_profile)
 
 
 def _ms(us: int, runs: int) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from optimum.commands.base import BaseOptimumCLICommand
 
+from optimum_hierarchy.cli.common import json_argument
+
 _GLOB_HELP = "module paths as `optimum-cli hierarchy tree FILE` prints them, '*' one path segment, '**' any number"
 
 
@@ -55,7 +57,7 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
             default=(),
             help="Quantize only inside these modules (with --exclude-modules: minus the excluded ones).",
         )
-        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of text.")
+        json_argument(parser, instead_of="text")
 
     def run(self) -> None:
         from rich.console import Console
@@ -126,7 +128,7 @@ class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         parser.add_argument(
             "--keep-io-types", action="store_true", help="Keep the graph's float inputs and outputs in float32."
         )
-        parser.add_argument("--json", action="store_true", help="Print JSON (stable key order) instead of text.")
+        json_argument(parser, instead_of="text")
 
     def run(self) -> None:
         from rich.console import Console

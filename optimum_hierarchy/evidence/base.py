@@ -69,7 +69,7 @@ class EvidenceSource(Protocol):
 
     ``locate`` looks at one node and returns :class:`Found` with a module of the tree, or
     :class:`Missing` with a reason; it never guesses. Sources are tried in a fixed order (see
-    :func:`optimum_hierarchy.evidence.direct_sources`) and the first :class:`Found` wins.
+    :func:`optimum_hierarchy.evidence.sources.direct_sources`) and the first :class:`Found` wins.
     """
 
     name: str

@@ -1,9 +1,23 @@
-"""Export through Optimum with the module hierarchy."""
+"""Export through Optimum with the module hierarchy.
+
+Re-exported lazily: this ``__init__`` imports none of its submodules, so importing one of them
+(``exporters.session`` for its result types, say) does not load the others, and no submodule is in
+an import cycle with it. ``export_with_hierarchy`` and ``export_model_with_hierarchy`` need the
+``onnx`` extra (optimum-onnx) and say so when it is missing.
+"""
 
 from __future__ import annotations
 
-from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
-from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult, hierarchy_export_session
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "AnnotatedFile": "optimum_hierarchy.exporters.session",
+    "HierarchyExportResult": "optimum_hierarchy.exporters.session",
+    "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
+    "export_with_hierarchy": "optimum_hierarchy.exporters.export",
+    "hierarchy_export_session": "optimum_hierarchy.exporters.session",
+}
 
 __all__ = [
     "AnnotatedFile",
@@ -12,3 +26,16 @@ __all__ = [
     "export_with_hierarchy",
     "hierarchy_export_session",
 ]
+
+if TYPE_CHECKING:
+    from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
+    from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult, hierarchy_export_session
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

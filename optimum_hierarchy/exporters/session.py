@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.annotate import annotate_onnx_file
-from optimum_hierarchy.capture.module_tree import capture_module_tree
+from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
 from optimum_hierarchy.rules import ArchitectureRules, rules_for_model_type
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, decode_model_metadata
@@ -170,11 +170,10 @@ class ExportSession:
 def make_export_info(root: str, model_type: str | None, model: object) -> tuple[ExportInfo, ArchitectureRules | None]:
     """What an annotated file records about its export, and the rules for its model type."""
     rules = rules_for_model_type(model_type)
-    cls = type(model)
     export = ExportInfo(
         root=root,
         model_type=model_type,
-        model_class=f"{cls.__module__}.{cls.__qualname__}",
+        model_class=qualified_class_name(model),
         rules=rules.name if rules is not None else None,
     )
     return export, rules

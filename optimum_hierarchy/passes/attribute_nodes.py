@@ -12,9 +12,11 @@ import onnx_ir as ir
 
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import AttributionError
-from optimum_hierarchy.evidence import Found, GraphView, direct_sources
+from optimum_hierarchy.evidence.base import Found, GraphView
 from optimum_hierarchy.evidence.context import infer_from_context
+from optimum_hierarchy.evidence.dynamo_metadata import module_scopes
 from optimum_hierarchy.evidence.rules import FusedNodeRules
+from optimum_hierarchy.evidence.sources import direct_sources
 from optimum_hierarchy.evidence.torchscript_scope import TorchScriptScope
 from optimum_hierarchy.passes.reattribute import Placement, reattribute
 from optimum_hierarchy.provenance import (
@@ -34,7 +36,7 @@ from optimum_hierarchy.schema import (
     ModuleTree,
     UnattributedNode,
 )
-from optimum_hierarchy.scope import scope_segments
+from optimum_hierarchy.scope import ScopeResolver, ScopeSpeller, producer_name_of_output, scope_segments
 from optimum_hierarchy.walk import Site, iter_ir_sites
 
 logger = logging.getLogger(__name__)
@@ -83,9 +85,14 @@ class AttributeNodesPass(ir.passes.InPlacePass):
     be re-attributed in turn; on a fresh export it also stores each module's output tensors
     (:func:`~optimum_hierarchy.provenance.module_outputs`), which later runs keep as they are.
     With ``scope_names=True``, attributed nodes whose names carry no scope (``Attention_0``,
-    ``SkipLayerNorm_AddBias_0``) are renamed ``/encoder/layer/0/attention/self/Attention_0``, so
-    that tools grouping nodes by ``/`` in their names (Netron, Model Explorer's fallback) group them
-    too; the renamed graph is what the stored provenance describes.
+    ``SkipLayerNorm_AddBias_0``) are renamed after their module's scope as the file spells it
+    (:class:`~optimum_hierarchy.scope.ScopeSpeller`): ``/encoder/layer.0/attention/self/Attention_0``,
+    the scope of the exporter's own names (of the module's kept nodes, its submodules', or the tensors
+    the fused subgraph produced), else torch's rule from the module tree, so that tools grouping nodes
+    by ``/`` in their names put them with the exporter's nodes. A dynamo export's names carry no
+    scope (``node_MatMul_12``): its nodes take the scopes torch's TorchScript exporter would have
+    written, from their ``pkg.torch.onnx.name_scopes`` call stacks where present. A name already
+    taken gets a ``_N`` suffix; the renamed graph is what the stored provenance describes.
 
     A node with none of these is left unattributed, with a reason (and the evidence refused, if
     any); it is counted, logged, and with
@@ -141,7 +148,7 @@ class AttributeNodesPass(ir.passes.InPlacePass):
                 raise AttributionError(message + f"; reason: {unattributed[0].reason}.", unattributed)
             logger.warning("%s; they carry %r = %r and a reason.", message, schema.NODE_SOURCE_KEY, "unattributed")
 
-        modified = self.scope_names and _rename_to_scopes(sites, attributor.table, modules)
+        modified = self.scope_names and _rename_to_scopes(sites, attributor.table, modules, attributor.view.resolver)
         for i, site in enumerate(sites):
             if i in modules:
                 wanted = {
@@ -267,8 +274,19 @@ class _Attributor:
         self.sources[i] = source.value if isinstance(source, AttributionSource) else source
 
 
-def _rename_to_scopes(sites: list[Site], table: NodeTable, modules: dict[int, str]) -> bool:
-    """Prefix unscoped names of attributed nodes with their module's namespace; True if any changed."""
+def _rename_to_scopes(sites: list[Site], table: NodeTable, modules: dict[int, str], resolver: ScopeResolver) -> bool:
+    """Prefix unscoped names of attributed nodes with their module's scope as the file spells it; True on a change."""
+    speller = ScopeSpeller(resolver)
+    for i, site in enumerate(sites):
+        speller.observe_name(table.names[i])
+        for output in table.outputs[i]:  # a fused node keeps the exporter's names of what it replaced
+            speller.observe_name(producer_name_of_output(output) or "")
+        try:
+            stack = module_scopes(site.node.metadata_props)
+        except ValueError:
+            stack = None  # unreadable: no evidence of a spelling (attribution said so already)
+        if stack:
+            speller.observe_call_stack(stack)
     taken = set(table.names)
     changed = False
     for i, site in enumerate(sites):
@@ -276,7 +294,8 @@ def _rename_to_scopes(sites: list[Site], table: NodeTable, modules: dict[int, st
         if i not in modules or scope_segments(name) is not None:
             continue
         stem = name or site.node.op_type
-        prefix = f"/{schema.namespace_of(modules[i])}/" if modules[i] else "/"
+        segments = speller.spell(modules[i])
+        prefix = f"/{'/'.join(segments)}/" if segments else "/"
         new, n = prefix + stem, 0
         while new in taken:
             n += 1

@@ -18,6 +18,7 @@ import onnx
 
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
+from optimum_hierarchy.walk import subgraphs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,17 +45,15 @@ def outer_scope_inputs(node: onnx.NodeProto) -> list[str]:
             for name in inner.input:
                 if name and name not in local:
                     seen.setdefault(name, None)
-            for attr in inner.attribute:
-                for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                    visit(sub, local)
+            for sub in subgraphs(inner):
+                visit(sub, local)
             local.update(o for o in inner.output if o)
         for output in graph.output:
             if output.name not in local:
                 seen.setdefault(output.name, None)
 
-    for attr in node.attribute:
-        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-            visit(sub, set())
+    for sub in subgraphs(node):
+        visit(sub, set())
     return list(seen)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 
 from optimum_hierarchy.annotate import load_model_proto
+from optimum_hierarchy.capture.module_tree import qualified_class_name
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.retriever import HierarchyRetriever
@@ -260,10 +261,8 @@ def compare_with_pytorch(
     root_class = retriever.tree[""].class_name
     if isinstance(model, (str, os.PathLike)):
         model = load_pytorch_model(model, root_class, retriever.hierarchy.export.model_type)
-    if f"{type(model).__module__}.{type(model).__qualname__}" != root_class:
-        raise HierarchyError(
-            f"{path} was exported from {root_class}, not {type(model).__module__}.{type(model).__qualname__}."
-        )
+    if qualified_class_name(model) != root_class:
+        raise HierarchyError(f"{path} was exported from {root_class}, not {qualified_class_name(model)}.")
 
     if feeds is None:
         config = model.config.to_dict() if hasattr(model, "config") else None

@@ -41,6 +41,7 @@ from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import make_session, ort_errors, run_with_tensors
+from optimum_hierarchy.walk import subgraphs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,14 +305,13 @@ def _rename_node(node: onnx.NodeProto, rename: Any) -> None:
     node.name = rename(node.name) if node.name else node.name
     node.input[:] = [rename(t) for t in node.input]
     node.output[:] = [rename(t) for t in node.output]
-    for attr in node.attribute:
-        for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-            for value in (*sub.input, *sub.output, *sub.value_info):
-                value.name = rename(value.name)
-            for tensor in sub.initializer:
-                tensor.name = rename(tensor.name)
-            for inner in sub.node:
-                _rename_node(inner, rename)
+    for sub in subgraphs(node):
+        for value in (*sub.input, *sub.output, *sub.value_info):
+            value.name = rename(value.name)
+        for tensor in sub.initializer:
+            tensor.name = rename(tensor.name)
+        for inner in sub.node:
+            _rename_node(inner, rename)
 
 
 def _candidate_types(proto: onnx.ModelProto, names: set[str]) -> dict[str, onnx.TypeProto]:
@@ -325,19 +325,3 @@ def _candidate_types(proto: onnx.ModelProto, names: set[str]) -> dict[str, onnx.
     if missing:
         known.update(tensor_types(proto, sorted(missing)))
     return {n: known[n] for n in names}
-
-
-def _np_type(ort_type: str) -> Any:
-    table = {
-        "tensor(float)": np.float32,
-        "tensor(float16)": np.float16,
-        "tensor(double)": np.float64,
-        "tensor(int64)": np.int64,
-        "tensor(int32)": np.int32,
-        "tensor(bool)": np.bool_,
-        "tensor(int8)": np.int8,
-        "tensor(uint8)": np.uint8,
-    }
-    if ort_type not in table:
-        raise HierarchyError(f"an input of type {ort_type} cannot be fed from the reference")
-    return table[ort_type]

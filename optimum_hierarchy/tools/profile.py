@@ -47,14 +47,13 @@ from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarc
 from optimum_hierarchy.schema import MODEL_KEY_PREFIX, ModuleTree, decode_model_metadata
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
-from optimum_hierarchy.walk import iter_proto_nodes
+from optimum_hierarchy.walk import iter_proto_nodes, subgraphs
 from optimum_hierarchy.wire import read_model_file
 
 logger = logging.getLogger(__name__)
 
 
 _KERNEL_SUFFIX = "_kernel_time"
-_GRAPH_ATTRIBUTES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 _NOT_FOUND = "no node of this name in the graph ONNX Runtime ran"
 
 
@@ -349,10 +348,8 @@ def _body_owners(graph: onnx.GraphProto, owner: str | None = None) -> dict[str, 
     for node in graph.node:
         if owner is not None:
             owners.setdefault(node.name, owner)
-        for attr in node.attribute:
-            if attr.type in _GRAPH_ATTRIBUTES:
-                for body in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
-                    owners.update(_body_owners(body, node.name))
+        for body in subgraphs(node):
+            owners.update(_body_owners(body, node.name))
     return owners
 
 

@@ -4,6 +4,10 @@ The module globs are resolved to the node names of the exact file by
 :mod:`optimum_hierarchy.tools.selection` (which nodes an exclusion or inclusion covers, fused nodes
 included, is documented there) and given to ONNX Runtime as ``nodes_to_exclude`` /
 ``nodes_to_quantize``; the same lists go to the quantizer of every ``If`` / ``Loop`` body.
+
+``optimum-cli onnxruntime quantize`` builds one ``QuantizationConfig`` and quantizes every ``*.onnx``
+file of a directory with it, while node names differ from file to file: within
+:func:`quantizing_by_module`, ``ORTQuantizer.quantize`` gives each file its own node lists.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ __all__ = [
     "ModuleQuantizationResult",
     "ModuleQuantizer",
     "ModuleSelection",
+    "directory_selections",
     "nodes_for_modules",
     "quantize_by_module",
+    "quantizing_by_module",
     "with_module_selection",
 ]
 
@@ -23,7 +29,7 @@ import dataclasses
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +50,8 @@ from optimum_hierarchy.wire import read_model_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# Taken when this module is imported, before the CLI (quantize_flag) patches ORTQuantizer.quantize
-# to come here: calling it cannot loop back.
+# Taken when this module is imported, before quantizing_by_module patches ORTQuantizer.quantize to
+# come here: calling it cannot loop back.
 _ORT_QUANTIZE = ORTQuantizer.quantize
 _ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -212,3 +218,88 @@ class ModuleQuantizer(ORTQuantizer):  # type: ignore[misc]  # optimum is untyped
             include_modules=include_modules,
             infer_types=infer_types,
         ).save_dir
+
+
+# --- a directory, as optimum-cli onnxruntime quantize quantizes it -------------------------------------------
+
+
+def _globs(globs: Globs) -> tuple[str, ...]:
+    return (globs,) if isinstance(globs, str) else tuple(globs)
+
+
+def directory_selections(
+    directory: str | os.PathLike[str], *, exclude_modules: Globs = (), include_modules: Globs = ()
+) -> dict[Path, ModuleSelection]:
+    """The selection of each ``*.onnx`` file of ``directory`` (the files the CLI quantizes), by resolved path.
+
+    A glob has to match a module in one of the files, not in each (a decoder and its encoder hold
+    different modules); one that matches in none raises :class:`~optimum_hierarchy.errors.HierarchyError`.
+    """
+    exclude, include = _globs(exclude_modules), _globs(include_modules)
+    files = sorted(Path(directory).glob("*.onnx"))
+    selections = {
+        f.resolve(): nodes_for_modules(f, exclude_modules=exclude, include_modules=include, missing_ok=True)
+        for f in files
+    }
+    for glob in (*exclude, *include):
+        if selections and not any(s.matched[glob] for s in selections.values()):
+            names = ", ".join(f.name for f in files)
+            raise HierarchyError(
+                f"module glob {glob!r} matches no module of {names} in {directory} ('*' is one path "
+                f"segment, '**' any number). List the modules with `optimum-cli hierarchy tree {files[0]}`."
+            )
+    return selections
+
+
+@contextlib.contextmanager
+def quantizing_by_module(
+    directory: str | os.PathLike[str],
+    *,
+    exclude_modules: Globs = (),
+    include_modules: Globs = (),
+    restore: bool = True,
+) -> Iterator[list[ModuleQuantizationResult]]:
+    """Within the block, ``ORTQuantizer.quantize`` quantizes by module; yields the results as they come.
+
+    The files of ``directory`` are resolved first (:func:`directory_selections`), so a glob that
+    matches nothing raises before any file is written; a file quantized in the block that is not
+    one of them is resolved when it comes. Each call goes to :func:`quantize_by_module` with its
+    file's selection (``restore``: re-attribute each output there). ``ORTQuantizer.quantize`` is
+    restored on exit.
+    """
+    exclude, include = _globs(exclude_modules), _globs(include_modules)
+    selections = directory_selections(directory, exclude_modules=exclude, include_modules=include)
+    results: list[ModuleQuantizationResult] = []
+
+    def quantize(  # noqa: PLR0917  # the signature of ORTQuantizer.quantize
+        self: ORTQuantizer,
+        quantization_config: QuantizationConfig,
+        save_dir: str | os.PathLike[str],
+        file_suffix: str | None = "quantized",
+        calibration_tensors_range: Mapping[str, tuple[float, float]] | None = None,
+        use_external_data_format: bool = False,
+        preprocessor: Any = None,
+    ) -> Path:
+        selection = selections.get(Path(self.onnx_model_path).resolve())
+        if selection is None:
+            selection = nodes_for_modules(self.onnx_model_path, exclude_modules=exclude, include_modules=include)
+        result = quantize_by_module(
+            self,
+            quantization_config,
+            save_dir,
+            file_suffix=file_suffix,
+            calibration_tensors_range=calibration_tensors_range,
+            use_external_data_format=use_external_data_format,
+            preprocessor=preprocessor,
+            selection=selection,
+            restore=restore,
+        )
+        results.append(result)
+        return result.save_dir
+
+    saved = ORTQuantizer.__dict__["quantize"]
+    ORTQuantizer.quantize = quantize
+    try:
+        yield results
+    finally:
+        ORTQuantizer.quantize = saved

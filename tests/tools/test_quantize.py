@@ -382,6 +382,43 @@ def test_if_bodies_are_selected_by_the_same_names(
     np.testing.assert_array_equal(exact, x @ weights[f"{float_module[0]}.lin.weight"])
 
 
+# --- a directory, as optimum-cli onnxruntime quantize quantizes it ------------------------------------------
+
+
+def test_quantizing_a_directory_gives_each_file_its_selection(cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    from optimum.onnxruntime import ORTQuantizer
+
+    from optimum_hierarchy.tools.quantize import quantizing_by_module
+
+    original = ORTQuantizer.__dict__["quantize"]
+    source = cli_exports["gpt2"]
+    with quantizing_by_module(source, exclude_modules="lm_head") as results:
+        ORTQuantizer.from_pretrained(source, file_name="model.onnx").quantize(_config(), tmp_path / "q")
+    assert ORTQuantizer.__dict__["quantize"] is original
+    [result] = results
+    assert result.model == tmp_path / "q" / "model_quantized.onnx"
+    assert result.selection is not None and result.selection.matched == {"lm_head": ("lm_head",)}
+    assert "/lm_head/MatMul" in result.selection.nodes_to_exclude
+    assert result.annotated is not None  # restore=True by default
+    ops = {name: op for name, op, _, _ in records(result.model)}
+    assert ops["/lm_head/MatMul"] == "MatMul"
+
+
+def test_quantizing_a_directory_checks_every_glob_first(cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    from optimum.onnxruntime import ORTQuantizer
+
+    from optimum_hierarchy.tools.quantize import directory_selections, quantizing_by_module
+
+    original = ORTQuantizer.__dict__["quantize"]
+    with (
+        pytest.raises(HierarchyError, match=r"'vit\.encoder\.layer\.9' matches no module of model\.onnx in"),
+        quantizing_by_module(cli_exports["vit"], include_modules=["vit.encoder.layer.9"]),
+    ):
+        pytest.fail("the block ran although a glob matches nothing")
+    assert ORTQuantizer.__dict__["quantize"] is original
+    assert directory_selections(tmp_path, exclude_modules=["anything"]) == {}  # no file: nothing to check
+
+
 # --- optimum-cli onnxruntime quantize ---------------------------------------------------------------------
 
 

@@ -1,0 +1,70 @@
+"""What the ``optimum-cli hierarchy`` commands share: their common arguments, and printing a result as JSON or a table.
+
+Import-light: Optimum imports every command, and so this module, at ``optimum-cli`` start-up; what
+is heavy (rich, the package's errors and tools) is imported inside :func:`query`, which runs only
+inside a command's ``run``. It imports no command module, so every command can import it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OPTIMIZATION_LEVELS",
+    "json_argument",
+    "model_argument",
+    "optimization_level_argument",
+    "query",
+    "shape_argument",
+]
+
+import json
+import sys
+from argparse import ArgumentParser
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+""":data:`optimum_hierarchy.tools.session.OPTIMIZATION_LEVELS`, written again: that module imports numpy and onnx."""
+
+
+def model_argument(parser: ArgumentParser, name: str = "model", help_text: str = "An annotated .onnx file.") -> None:
+    parser.add_argument(name, type=Path, help=help_text)
+
+
+def json_argument(parser: ArgumentParser, *, instead_of: str = "a table") -> None:
+    """``--json``: print what the command computed as JSON (stable key order) instead of ``instead_of``."""
+    parser.add_argument("--json", action="store_true", help=f"Print JSON (stable key order) instead of {instead_of}.")
+
+
+def shape_argument(parser: ArgumentParser, help_text: str) -> None:
+    """``--shape NAME=VALUE`` (repeatable): a size of the generated inputs, read by ``tools.inputs.parse_shapes``."""
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=VALUE", help=help_text)
+
+
+def optimization_level_argument(parser: ArgumentParser, help_text: str) -> None:
+    """``--optimization-level``: ONNX Runtime's graph optimizations by name (default ``all``)."""
+    parser.add_argument("--optimization-level", choices=OPTIMIZATION_LEVELS, default="all", help=help_text)
+
+
+def query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], Any]) -> None:
+    """Compute the data from the command's arguments, print it as JSON or rendered; on an error, its message, exit 1."""
+    from rich.console import Console
+
+    from optimum_hierarchy.cli.output import print_error
+    from optimum_hierarchy.errors import HierarchyError
+
+    try:
+        data = produce(command.args)
+    except HierarchyError as e:
+        print_error(str(e))
+        sys.exit(1)
+    except KeyError as e:
+        print_error(str(e.args[0]) if e.args else str(e))
+        sys.exit(1)
+    except OSError as e:  # a file that cannot be read or written, met below the checks that name it
+        print_error(f"{e}. Check the path and its permissions.")
+        sys.exit(1)
+    if getattr(command.args, "json", False):
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    else:
+        Console().print(render(data))

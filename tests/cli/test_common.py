@@ -1,0 +1,58 @@
+"""What the ``optimum-cli hierarchy`` commands share (``optimum_hierarchy.cli.common``)."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser, Namespace
+from typing import Any
+
+import pytest
+
+from optimum_hierarchy.cli import common
+from optimum_hierarchy.errors import HierarchyError
+
+
+def test_the_optimization_levels_are_the_tools_ones() -> None:
+    from optimum_hierarchy.tools.session import OPTIMIZATION_LEVELS
+
+    assert common.OPTIMIZATION_LEVELS == OPTIMIZATION_LEVELS  # written twice: the CLI module stays light
+
+
+def test_shared_arguments_parse() -> None:
+    parser = ArgumentParser()
+    common.model_argument(parser)
+    common.json_argument(parser)
+    common.shape_argument(parser, "a size")
+    common.optimization_level_argument(parser, "the level")
+    args = parser.parse_args(["m.onnx", "--json", "--shape", "batch_size=1", "--shape", "sequence_length=8"])
+    assert (str(args.model), args.json, args.shape, args.optimization_level) == (
+        "m.onnx",
+        True,
+        ["batch_size=1", "sequence_length=8"],
+        "all",
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["m.onnx", "--optimization-level", "O2"])
+
+
+class _Command:
+    def __init__(self, **args: Any) -> None:
+        self.args = Namespace(**args)
+
+
+def test_query_prints_json_or_the_rendering(capsys: pytest.CaptureFixture[str]) -> None:
+    common.query(_Command(json=True), lambda a: {"b": 1, "a": "é"}, lambda data: "table")
+    assert json.loads(capsys.readouterr().out) == {"b": 1, "a": "é"}
+    common.query(_Command(json=False), lambda a: {"b": 1}, lambda data: f"rendered {data['b']}")
+    assert capsys.readouterr().out == "rendered 1\n"
+
+
+def test_query_errors_are_a_message_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(args: Namespace) -> Any:
+        raise HierarchyError("module 'x' not found")
+
+    with pytest.raises(SystemExit) as info:
+        common.query(_Command(json=True), fail, str)
+    assert info.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "module 'x' not found" in captured.err
