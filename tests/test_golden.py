@@ -7,6 +7,10 @@ exports (the TorchScript path, on the pinned optimum-onnx stack) and, with and w
 O2, then re-attributed. The exporter's own keys (``pkg.torch.onnx.*``: stack traces with local paths)
 are not ours and are left out.
 
+Each copy also holds the SHA-256 of the whole file as written: outputs, weights, graph and every
+key, byte for byte. Those bytes also depend on how onnx and protobuf serialize, so their versions are
+stored too, and the bytes are compared (after the metadata) only under the same ones.
+
 The copies were recorded with the versions stored beside them; with other versions of torch,
 transformers or optimum the exporter itself may write other graphs, so the test skips and says so.
 After an intended change of what is written, record again and review the diff::
@@ -17,6 +21,7 @@ After an intended change of what is written, record again and review the diff::
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import zlib
@@ -30,6 +35,7 @@ import pytest
 GOLDEN = Path(__file__).parent / "golden"
 OURS = "pkg.optimum_hierarchy."
 EXPORT = ("torch", "transformers", "optimum", "optimum-onnx")  # what the export's graph depends on
+SERIALIZATION = ("onnx", "protobuf")  # and what its bytes depend on besides
 
 pytestmark = pytest.mark.optimum_onnx
 
@@ -54,12 +60,18 @@ def decoded(value: str) -> Any:
 
 
 def check(name: str, path: Path, packages: tuple[str, ...] = EXPORT) -> None:
+    """The metadata this package wrote into ``path`` equals the copy stored as ``name``."""
     golden = GOLDEN / f"{name}.json"
     current = written(path)
     versions = {package: version(package) for package in packages}
+    file_bytes = {
+        "versions": {package: version(package) for package in (*packages, *SERIALIZATION)},
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.mkdir(exist_ok=True)
-        golden.write_text(json.dumps({"versions": versions, **current}, indent=1) + "\n", encoding="utf-8")
+        record = {"versions": versions, "bytes": file_bytes, **current}
+        golden.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         return
     stored = json.loads(golden.read_text(encoding="utf-8"))
     if stored["versions"] != versions:
@@ -68,6 +80,10 @@ def check(name: str, path: Path, packages: tuple[str, ...] = EXPORT) -> None:
     assert len(current["nodes"]) == len(stored["nodes"])
     for got, want in zip(current["nodes"], stored["nodes"], strict=True):
         assert got == want
+    if stored["bytes"]["versions"] != file_bytes["versions"]:
+        recorded = stored["bytes"]["versions"]
+        pytest.skip(f"{golden.name}: the metadata is unchanged; the bytes were recorded with {recorded}")
+    assert file_bytes["sha256"] == stored["bytes"]["sha256"], f"{path} is not byte for byte the file recorded"
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2", "vit"])
