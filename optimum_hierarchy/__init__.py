@@ -17,12 +17,12 @@ _LAZY = {
     "AttributionSource": "optimum_hierarchy.schema",
     "AttributionSummary": "optimum_hierarchy.schema",
     "ExportInfo": "optimum_hierarchy.schema",
-    "HierarchyExportResult": "optimum_hierarchy.exporters.session",
+    "HierarchyExportResult": "optimum_hierarchy.exporters.results",
     "HierarchyMetadata": "optimum_hierarchy.schema",
     "HierarchyPreservingExporter": "optimum_hierarchy.exporters.pytorch",
     "HierarchyRetriever": "optimum_hierarchy.retriever",
-    "ModuleInfo": "optimum_hierarchy.schema",
-    "ModuleTree": "optimum_hierarchy.schema",
+    "ModuleInfo": "optimum_hierarchy.modules",
+    "ModuleTree": "optimum_hierarchy.modules",
     "annotate_onnx_file": "optimum_hierarchy.annotate",
     "capture_module_tree": "optimum_hierarchy.capture.module_tree",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
@@ -61,18 +61,12 @@ if TYPE_CHECKING:
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
     from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
     from optimum_hierarchy.exporters.pytorch import HierarchyPreservingExporter
-    from optimum_hierarchy.exporters.session import HierarchyExportResult
+    from optimum_hierarchy.exporters.results import HierarchyExportResult
     from optimum_hierarchy.exporters.task_export import export_task_with_hierarchy
+    from optimum_hierarchy.modules import ModuleInfo, ModuleTree
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
     from optimum_hierarchy.read import read_hierarchy
-    from optimum_hierarchy.schema import (
-        AttributionSource,
-        AttributionSummary,
-        ExportInfo,
-        HierarchyMetadata,
-        ModuleInfo,
-        ModuleTree,
-    )
+    from optimum_hierarchy.schema import AttributionSource, AttributionSummary, ExportInfo, HierarchyMetadata
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,8 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import onnx
 import onnx_ir as ir
@@ -27,14 +26,14 @@ from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, Attribute
 from optimum_hierarchy.provenance import decode_provenance
 from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks, fused_node_rules
 from optimum_hierarchy.schema import (
-    MODEL_KEY_PREFIX,
-    NAMESPACE_KEY,
-    NODE_MODULE_KEY,
-    NODE_SOURCE_KEY,
     AttributionSource,
     AttributionSummary,
     ExportInfo,
+    Level,
     ModuleTree,
+    decode_node,
+    read_props,
+    replace_props,
 )
 from optimum_hierarchy.walk import check_text, iter_ir_sites, iter_proto_nodes
 from optimum_hierarchy.wire import PROTOBUF_LIMIT, ModelFile, read_model_file, write_model_file
@@ -65,20 +64,8 @@ def _write_metadata(model: ir.Model, proto: onnx.ModelProto) -> None:
             raise AssertionError(f"node order mismatch at {node.name!r}")
         if (ir_node.name or "") != node.name:  # renamed with scope_names=True
             node.name = ir_node.name or ""
-        _replace_props(node.metadata_props, ir_node.metadata_props, owned=_is_owned_node_key)
-    _replace_props(proto.metadata_props, model.metadata_props, owned=lambda k: k.startswith(MODEL_KEY_PREFIX))
-
-
-def _is_owned_node_key(key: str) -> bool:
-    return key.startswith(MODEL_KEY_PREFIX) or key == NAMESPACE_KEY
-
-
-def _replace_props(target: Any, source: Mapping[str, str], owned: Callable[[str], bool]) -> None:
-    kept = [(p.key, p.value) for p in target if not owned(p.key)]
-    ours = sorted((k, v) for k, v in source.items() if owned(k))
-    del target[:]
-    for key, value in (*kept, *ours):
-        target.add(key=key, value=value)
+        replace_props(node.metadata_props, ir_node.metadata_props, Level.NODE)
+    replace_props(proto.metadata_props, model.metadata_props, Level.MODEL)
 
 
 def annotate_onnx_model(
@@ -105,7 +92,7 @@ def annotate_onnx_model(
     """
     export = export if export is not None else ExportInfo()
     check_text(proto, where)
-    provenance = decode_provenance({p.key: p.value for p in proto.metadata_props})
+    provenance = decode_provenance(read_props(proto))
     try:
         model = ir.serde.deserialize_model(proto)
     except (RuntimeError, ValueError, TypeError) as e:  # onnx_ir's SerdeError is a RuntimeError
@@ -132,7 +119,7 @@ _CREATED = {AttributionSource.FUSION.value, AttributionSource.RULE.value}
 
 
 def _check_rules(path: Path, proto: onnx.ModelProto, rules: ArchitectureRules, strict: bool) -> None:
-    nodes = (({p.key: p.value for p in node.metadata_props}, node.op_type) for node, _ in iter_proto_nodes(proto.graph))
+    nodes = ((read_props(node), node.op_type) for node, _ in iter_proto_nodes(proto.graph))
     check_block_consistency(str(path), nodes, rules, strict)
 
 
@@ -143,12 +130,13 @@ def check_block_consistency(
     an :class:`AttributionError`. Skipped for optimized graphs (nodes created by a fusion)."""
     pairs = []
     for props, op_type in nodes:
-        if props.get(NODE_SOURCE_KEY) in _CREATED:
+        record = decode_node(props, strict=False)
+        if record.source in _CREATED:
             # Optimized: fusions treat the first or last block differently (a block's LayerNorm
             # fused with the previous block's residual Add), so blocks are compared only on exports.
             return
-        if NODE_MODULE_KEY in props:
-            pairs.append((props[NODE_MODULE_KEY], op_type))
+        if record.module is not None:
+            pairs.append((record.module, op_type))
     problems = check_repeated_blocks(rules, pairs)
     if not problems:
         return

@@ -32,24 +32,21 @@ __all__ = [
 
 import base64
 import binascii
-import contextlib
 import dataclasses
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from optimum_hierarchy.errors import SchemaError
+from optimum_hierarchy.modules import common_ancestor, parent_of
 from optimum_hierarchy.schema import (
     MODULE_OUTPUTS_KEY,
-    NODE_MODULE_KEY,
-    NODE_REASON_KEY,
-    NODE_SOURCE_KEY,
-    NODE_SOURCES_KEY,
     PROVENANCE_KEY,
-    ModuleTree,
-    decode_node_sources,
+    decode_node,
     dumps_json,
+    is_annotated,
     loads_json,
+    read_props,
 )
 from optimum_hierarchy.walk import iter_proto_nodes
 
@@ -238,11 +235,11 @@ def module_outputs(
             if name in final or None in readers.get(name, ()):
                 top: str | None = None  # read by the graph's caller (or an unattributed node): up to the root
             else:
-                top = ModuleTree.lowest_common_ancestor([producer, *(r for r in readers[name] if r is not None)])
+                top = common_ancestor([producer, *(r for r in readers[name] if r is not None)])
             path: str | None = producer
             while path is not None and path != top:
                 result.setdefault(path, []).append(name)
-                path = path.rpartition(".")[0] if path else None
+                path = parent_of(path)
     return result
 
 
@@ -276,22 +273,23 @@ def provenance_from_node_metadata(proto: onnx.ModelProto) -> Provenance:
     """
     # A node no annotation has seen (the merged file's If, the constants the merge added) is left out: it is
     # new, and gets its module from the generic evidence.
-    nodes = [
-        node
-        for node, _ in iter_proto_nodes(proto.graph)
-        if any(p.key in (NODE_MODULE_KEY, NODE_REASON_KEY) for p in node.metadata_props)
-    ]
+    seen: list[tuple[onnx.NodeProto, dict[str, str]]] = []
+    for node, _ in iter_proto_nodes(proto.graph):
+        props = read_props(node)
+        if is_annotated(props):
+            seen.append((node, props))
+    nodes = [node for node, _ in seen]
     modules: dict[int, str] = {}
     sources: dict[int, str] = {}
     fused: dict[int, tuple[str, ...]] = {}
-    for i, node in enumerate(nodes):
-        props = {p.key: p.value for p in node.metadata_props}
-        if NODE_MODULE_KEY in props:
-            modules[i] = props[NODE_MODULE_KEY]
-            sources[i] = props.get(NODE_SOURCE_KEY, "unattributed")
-        with contextlib.suppress(SchemaError):  # malformed: stands for nothing, as if absent
-            if sources_of := decode_node_sources(props.get(NODE_SOURCES_KEY), node.name):
-                fused[i] = sources_of
+    for i, (node, props) in enumerate(seen):
+        # A malformed sources value stands for nothing, as if absent.
+        record = decode_node(props, node.name, strict=False)
+        if record.module is not None:
+            modules[i] = record.module
+            sources[i] = record.source if record.source is not None else "unattributed"
+        if record.sources:
+            fused[i] = record.sources
     table = NodeTable(
         names=[n.name for n in nodes],
         op_types=[n.op_type for n in nodes],

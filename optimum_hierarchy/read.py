@@ -66,21 +66,22 @@ class ModelHierarchy:
 
 
 def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
-    props = {p.key: p.value for p in proto.metadata_props}
-    metadata = decode_model_metadata(props, source=str(path) if path is not None else "model")
     where = str(path) if path is not None else "model"
+    metadata = decode_model_metadata(schema.read_props(proto), source=where)
     nodes = []
     for node, graph_name in iter_proto_nodes(proto.graph):
-        node_props = {p.key: p.value for p in node.metadata_props}
+        node_props = schema.read_props(node)
         name, op_type, inputs, outputs = node.name, node.op_type, tuple(node.input), tuple(node.output)
         try:  # protobuf gives bytes for a text field that is not UTF-8; str.join refuses them
             "".join((name, op_type, graph_name, *inputs, *outputs, *node_props, *node_props.values()))
         except TypeError:
             check_text(proto, where)  # names the field
             raise
-        module = node_props.get(schema.NODE_MODULE_KEY)
-        sources = schema.decode_node_sources(node_props.get(schema.NODE_SOURCES_KEY), name)
-        for key, named in ((schema.NODE_MODULE_KEY, module), *((schema.NODE_SOURCES_KEY, s) for s in sources)):
+        record = schema.decode_node(node_props, name)
+        for key, named in (
+            (schema.NODE_MODULE_KEY, record.module),
+            *((schema.NODE_SOURCES_KEY, s) for s in record.sources),
+        ):
             if named is not None and named not in metadata.tree:
                 raise SchemaError(
                     f"{key} of node {name!r}: {named!r} is not a module of the stored tree "
@@ -92,10 +93,10 @@ def _from_proto(proto: onnx.ModelProto, path: Path | None) -> ModelHierarchy:
                 name=name,
                 op_type=op_type,
                 graph=graph_name,
-                module=module,
-                source=node_props.get(schema.NODE_SOURCE_KEY),
-                reason=node_props.get(schema.NODE_REASON_KEY),
-                sources=sources,
+                module=record.module,
+                source=record.source,
+                reason=record.reason,
+                sources=record.sources,
                 inputs=inputs,
                 outputs=outputs,
             )

@@ -30,12 +30,12 @@ import onnx
 
 from optimum_hierarchy.annotate import annotate_onnx_file
 from optimum_hierarchy.atomic import directory_lock
+from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata, tree_from_dynamo
-from optimum_hierarchy.exporters.session import AnnotatedFile
-from optimum_hierarchy.rules import rules_for_model_type
+from optimum_hierarchy.exporters.export_info import make_export_info, rules_of
+from optimum_hierarchy.exporters.results import AnnotatedFile
 from optimum_hierarchy.schema import (
-    ExportInfo,
     HierarchyMetadata,
     ModuleInfo,
     ModuleTree,
@@ -122,7 +122,7 @@ def _restore_file(
     check_text(proto, str(path))  # the names read below must be text
     meta = _metadata(path, proto)
     if meta is not None:
-        rules = rules_for_model_type(meta.export.model_type)
+        rules = rules_of(meta.export)
         summary = annotate_onnx_file(
             path, meta.tree, meta.export, strict=strict, rules=rules, source=source, scope_names=scope_names
         )
@@ -141,10 +141,7 @@ def _restore_file(
         tree = tree_from_names(proto)
         tree_origin = "the graph's names"
     root = _best_root(tree, proto)
-    rules = rules_for_model_type(model_type)
-    export = ExportInfo(
-        root=root, model_type=model_type, model_class=model_class, rules=rules.name if rules is not None else None
-    )
+    export, rules = make_export_info(root, model_type, model_class)
     summary = annotate_onnx_file(
         path, tree, export, strict=strict, rules=rules, source=source, after_the_fact=True, scope_names=scope_names
     )
@@ -166,8 +163,6 @@ def tree_from_config(config: str | os.PathLike[str]) -> tuple[ModuleTree, str | 
     """
     import torch
     import transformers
-
-    from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 
     config_path = Path(config)
     try:

@@ -16,8 +16,8 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from optimum_hierarchy.modules import ModuleInfo, ModuleTree, ancestor_at, ancestors, segments
 from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarchy
-from optimum_hierarchy.schema import ModuleInfo, ModuleTree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +144,7 @@ class HierarchyRetriever:
         groups: dict[str, list[int]] = collections.defaultdict(list)
         for path in self._order:
             if path in self._own:
-                key = path if depth is None else _ancestor_at(path, depth)
+                key = path if depth is None else ancestor_at(path, depth)
                 groups[key].extend(self._own[path])
         ordered = sorted(groups, key=self._position.__getitem__)
         return {key: [self.nodes[i] for i in sorted(groups[key])] for key in ordered}
@@ -172,8 +172,7 @@ class HierarchyRetriever:
         module = self.get_node(name).module
         if module is None:
             return []
-        parts = module.split(".") if module else []
-        return [".".join(parts[:n]) for n in range(len(parts), -1, -1)]
+        return list(reversed(ancestors(module)))
 
     def get_source_modules(self, name: str) -> tuple[str, ...]:
         """Modules of the export-time nodes a fused node replaced (its own module for any other node)."""
@@ -188,8 +187,8 @@ class HierarchyRetriever:
 
     def find_modules(self, pattern: str) -> list[ModuleInfo]:
         """Modules whose path matches a glob: ``*`` is one path segment, ``**`` any number of them."""
-        patterns = pattern.split(".") if pattern else []
-        return [self.tree[p] for p in self._order if _glob_match(p.split(".") if p else [], patterns)]
+        patterns = segments(pattern)
+        return [self.tree[p] for p in self._order if _glob_match(segments(p), patterns)]
 
     def get_module_stats(self, path: str) -> ModuleStats:
         paths = self._subtree_paths(path)
@@ -236,8 +235,3 @@ class HierarchyRetriever:
 
     def _subtree_nodes(self, path: str) -> list[NodeAttribution]:
         return [self.nodes[i] for i in sorted(i for p in self._subtree_paths(path) for i in self._own.get(p, ()))]
-
-
-def _ancestor_at(path: str, depth: int) -> str:
-    parts = path.split(".") if path else []
-    return ".".join(parts[:depth]) if len(parts) > depth else path

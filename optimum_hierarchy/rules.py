@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.errors import SchemaError
-from optimum_hierarchy.schema import ModuleTree
+from optimum_hierarchy.modules import ModuleTree, ancestor_at, depth_of
 from optimum_hierarchy.scope import producer_name_of_output
 
 RULES_PATH_ENV = "OPTIMUM_HIERARCHY_RULES_PATH"
@@ -133,14 +133,8 @@ class FusedNodeRule:
                 values = [resolve(n) for n in picked]
             for value in values:
                 if value is not None:
-                    found.append(_ancestor(value, lifts))
+                    found.append(ancestor_at(value, depth_of(value) - lifts))
         return ModuleTree.lowest_common_ancestor(found)
-
-
-def _ancestor(path: str, levels: int) -> str:
-    for _ in range(levels):
-        path = path.rpartition(".")[0]
-    return path
 
 
 def _output_scope(scope_of: Callable[[str], str | None]) -> Callable[[str], str | None]:

@@ -17,7 +17,7 @@ Layout (schema version 1):
 
   These values are single strings and are stored as plain text; everything structured is JSON.
 
-* Per model, in ``ModelProto.metadata_props`` (all values JSON):
+* Per model, in ``ModelProto.metadata_props`` (JSON values; the provenance compressed):
 
   - ``pkg.optimum_hierarchy.schema_version``: ``1``.
   - ``pkg.optimum_hierarchy.modules``: the module tree of the full PyTorch model.
@@ -28,6 +28,15 @@ Layout (schema version 1):
     types, modules, input and output tensor names), zlib-compressed JSON in base64. ONNX Runtime's
     optimizer keeps model metadata but drops node metadata; this is what lets a later annotation
     re-attribute fused nodes exactly (see :mod:`optimum_hierarchy.provenance`).
+  - ``pkg.optimum_hierarchy.module_outputs``: each module's output tensors in the graph as exported,
+    written once, at export.
+
+:data:`KEYS` lists every key we write with its encoding and what becomes of it when a graph is
+transformed (optimized, quantized, converted, extracted). A model's or node's metadata is read with
+:func:`read_props`; our keys on a node are a :class:`NodeRecord` (:func:`decode_node`,
+:func:`encode_node`, :func:`write_node`); :func:`replace_props` puts ours onto a proto, keeping the
+rest. The module tree itself and the algebra of module paths are :mod:`optimum_hierarchy.modules`
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from __future__ import annotations
 __all__ = [
     "DIRECT_SOURCES",
     "EXPORT_KEY",
+    "KEYS",
     "MODEL_KEY_PREFIX",
     "MODULES_KEY",
     "MODULE_OUTPUTS_KEY",
@@ -49,27 +59,53 @@ __all__ = [
     "SUMMARY_KEY",
     "AttributionSource",
     "AttributionSummary",
+    "Carry",
+    "Encoding",
     "ExportInfo",
     "HierarchyMetadata",
+    "KeyRule",
+    "Level",
     "ModuleInfo",
     "ModuleTree",
+    "NodeRecord",
     "ParameterInfo",
     "UnattributedNode",
     "decode_model_metadata",
+    "decode_module_tree",
+    "decode_node",
     "decode_node_sources",
     "dumps_json",
     "encode_model_metadata",
+    "encode_module_tree",
+    "encode_node",
+    "is_annotated",
+    "is_ours",
     "loads_json",
     "namespace_of",
+    "read_props",
+    "replace_props",
+    "update_props",
+    "write_node",
 ]
 
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.errors import MissingHierarchyError, SchemaError
+from optimum_hierarchy.modules import ModuleInfo, ModuleTree, ParameterInfo
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import onnx
+    import onnx_ir as ir
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+
+    Entries: TypeAlias = RepeatedCompositeFieldContainer[onnx.StringStringEntryProto]
+    """A proto's ``metadata_props``."""
 
 SCHEMA_VERSION = 1
 
@@ -132,230 +168,159 @@ DIRECT_SOURCES = frozenset(
 neighbours what those found."""
 
 
+class Level(str, enum.Enum):
+    """Where a key is stored."""
+
+    MODEL = "model"
+    """``ModelProto.metadata_props``."""
+    NODE = "node"
+    """``NodeProto.metadata_props`` (of every node, subgraphs included)."""
+
+
+class Encoding(str, enum.Enum):
+    """How a key's value is written."""
+
+    TEXT = "text"
+    """The string itself (a module path, a source name, a reason)."""
+    JSON = "json"
+    """Compact JSON with sorted keys (:func:`dumps_json`)."""
+    ZLIB_JSON = "zlib_json"
+    """JSON, zlib-compressed, in base64 (:mod:`optimum_hierarchy.provenance`)."""
+
+
+class Carry(str, enum.Enum):
+    """What becomes of a key's value when the graph is transformed and then annotated again."""
+
+    KEPT = "kept"
+    """A fact about the PyTorch model or the export: copied unchanged into a graph derived from this one
+    (optimized, quantized, converted, extracted), and the next annotation leaves the same value."""
+    RECOMPUTED = "recomputed"
+    """A fact about this graph: the next annotation writes it anew for the graph it finds. Model keys are
+    copied into a derived graph meanwhile (the provenance is what that annotation re-attributes from);
+    node keys are dropped by ONNX Runtime's optimizer, copied to every part of a node our tools split
+    (``int4`` rewriting a ``Gemm`` as ``MatMul`` + ``Add``), and for a node that replaced several, set
+    as :attr:`KeyRule.merged` says."""
+
+
 @dataclasses.dataclass(frozen=True)
-class ParameterInfo:
-    """A parameter or buffer owned directly by a module."""
+class KeyRule:
+    """One key we write: where, how, and what becomes of it when the graph is transformed."""
 
-    name: str
-    """Name relative to its module (``weight``)."""
-    shape: tuple[int, ...]
-    tied_to: str | None = None
-    """Full path of the first occurrence when the tensor is shared (tied weights)."""
-    dtype: str | None = None
-    """PyTorch dtype name (``float32``), ``None`` when unknown."""
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def nbytes(self) -> int | None:
-        """Size in bytes, ``None`` when the dtype is unknown."""
-        size = _DTYPE_BYTES.get(self.dtype or "")
-        return None if size is None else size * self.numel
+    key: str
+    level: Level
+    encoding: Encoding
+    carry: Carry
+    merged: str = ""
+    """For a node key, what a node that replaced several (a fusion, a quantized operator) gets. Computed
+    by :mod:`optimum_hierarchy.passes.reattribute` from the stored provenance, not merged from the
+    replaced nodes' metadata (ONNX Runtime drops it), unlike onnxscript's ``MetadataMerger``."""
 
 
-_DTYPE_BYTES = {
-    "float64": 8,
-    "float32": 4,
-    "float16": 2,
-    "bfloat16": 2,
-    "int64": 8,
-    "int32": 4,
-    "int16": 2,
-    "int8": 1,
-    "uint8": 1,
-    "bool": 1,
-    "complex64": 8,
-    "complex128": 16,
-    "float8_e4m3fn": 1,
-    "float8_e5m2": 1,
+KEYS: Mapping[str, KeyRule] = {
+    rule.key: rule
+    for rule in (
+        KeyRule(SCHEMA_VERSION_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),
+        KeyRule(MODULES_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),
+        KeyRule(EXPORT_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),
+        KeyRule(MODULE_OUTPUTS_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),  # written at export only
+        KeyRule(SUMMARY_KEY, Level.MODEL, Encoding.JSON, Carry.RECOMPUTED),
+        KeyRule(PROVENANCE_KEY, Level.MODEL, Encoding.ZLIB_JSON, Carry.RECOMPUTED),
+        KeyRule(
+            NODE_MODULE_KEY,
+            Level.NODE,
+            Encoding.TEXT,
+            Carry.RECOMPUTED,
+            merged="the lowest common ancestor of the modules of the nodes it replaced, or a module inside it "
+            "that a per-architecture rule or the node's own name gives",
+        ),
+        KeyRule(
+            NODE_SOURCE_KEY,
+            Level.NODE,
+            Encoding.TEXT,
+            Carry.RECOMPUTED,
+            merged="fusion (rule or name where those narrowed the module)",
+        ),
+        KeyRule(
+            NODE_SOURCES_KEY,
+            Level.NODE,
+            Encoding.JSON,
+            Carry.RECOMPUTED,
+            merged="the modules of the nodes it replaced (of a replaced fused node, the modules it stood for) "
+            "that lie within its module, sorted; absent when that is its own module alone",
+        ),
+        KeyRule(
+            NODE_REASON_KEY,
+            Level.NODE,
+            Encoding.TEXT,
+            Carry.RECOMPUTED,
+            merged="absent: a node placed from the nodes it replaced is attributed",
+        ),
+        KeyRule(NAMESPACE_KEY, Level.NODE, Encoding.TEXT, Carry.RECOMPUTED, merged="derived from its module"),
+    )
 }
+"""Every key this package writes, by key."""
+
+_NODE_KEYS = tuple(k for k, rule in KEYS.items() if rule.level is Level.NODE)
 
 
-@dataclasses.dataclass(frozen=True)
-class ModuleInfo:
-    """One entry of ``named_modules()``."""
+def is_ours(key: str, level: Level) -> bool:
+    """Whether an annotation owns ``key`` at ``level`` (replaces it, drops it when stale).
 
-    path: str
-    """Dotted path from the root; the root is ``""``."""
-    class_name: str
-    """Qualified class name (``transformers.models.bert.modeling_bert.BertLayer``)."""
-    parameters: tuple[ParameterInfo, ...] = ()
-    buffers: tuple[ParameterInfo, ...] = ()
-    aliases: tuple[str, ...] = ()
-    """Other paths of the same module object (a shared or tied module: T5's ``shared`` is also
-    ``encoder.embed_tokens``); ``path`` is its first one in ``named_modules()``."""
-
-    @property
-    def parent(self) -> str | None:
-        if not self.path:
-            return None
-        return self.path.rpartition(".")[0]
-
-    @property
-    def depth(self) -> int:
-        return 0 if not self.path else self.path.count(".") + 1
-
-    @property
-    def name(self) -> str:
-        return self.path.rpartition(".")[2]
-
-    @property
-    def parameter_count(self) -> int:
-        """Number of elements of the parameters this module owns (tied copies excluded)."""
-        return sum(p.numel for p in self.parameters if p.tied_to is None)
-
-    @property
-    def parameter_bytes(self) -> int:
-        """Bytes of the parameters this module owns (tied copies excluded; unknown dtypes count 0)."""
-        return sum(p.nbytes or 0 for p in self.parameters if p.tied_to is None)
+    Every key under ``pkg.optimum_hierarchy.`` is ours, those of :data:`KEYS` and any other version of
+    this package may write; so are the other keys :data:`KEYS` lists at that level (``namespace`` on nodes).
+    """
+    if key.startswith(MODEL_KEY_PREFIX):
+        return True
+    rule = KEYS.get(key)
+    return rule is not None and rule.level is level
 
 
-class ModuleTree(Mapping[str, ModuleInfo]):
-    """The module tree of a PyTorch model: a read-only mapping from path to :class:`ModuleInfo`."""
+def encode_module_tree(tree: ModuleTree) -> list[dict[str, Any]]:
+    """The JSON value of ``pkg.optimum_hierarchy.modules``: one record per module, in the tree's order."""
+    out = []
+    for path, info in tree.items():
+        record: dict[str, Any] = {
+            "path": path,
+            "class": info.class_name,
+            "parent": info.parent,
+            "depth": info.depth,
+            "leaf": tree.is_leaf(path),
+        }
+        if info.parameters:
+            record["parameters"] = [_tensor_to_json(p) for p in info.parameters]
+            record["parameter_count"] = info.parameter_count
+        if info.buffers:
+            record["buffers"] = [_tensor_to_json(p) for p in info.buffers]
+        if info.aliases:
+            record["aliases"] = list(info.aliases)
+        out.append(record)
+    return out
 
-    def __init__(self, modules: Iterable[ModuleInfo]) -> None:
-        self._modules: dict[str, ModuleInfo] = {}
-        for info in modules:
-            if info.path in self._modules:
-                raise SchemaError(f"module tree: module {info.path!r} appears twice")
-            if info.path and "" in info.path.split("."):
-                raise SchemaError(f"module tree: module path {info.path!r} has an empty segment")
-            self._modules[info.path] = info
-        if "" not in self._modules:
-            raise SchemaError("module tree: the root module (path '') is missing")
-        self._children: dict[str, list[str]] = {path: [] for path in self._modules}
-        for path, info in self._modules.items():
-            parent = info.parent
-            if parent is None:
-                continue
-            if parent not in self._modules:
-                raise SchemaError(f"module tree: module {path!r} has no parent {parent!r} in the tree")
-            self._children[parent].append(path)
-        self._alias: dict[str, str] = {}
-        for path, info in self._modules.items():
-            for alias in info.aliases:
-                if alias in self._modules or alias in self._alias or not alias or "" in alias.split("."):
-                    raise SchemaError(
-                        f"module tree: alias {alias!r} of {path!r} is a module path, repeated or malformed"
-                    )
-                self._alias[alias] = path
-        self._tensor_owner: dict[str, str] = {}
-        for path, info in self._modules.items():
-            for p in (*info.parameters, *info.buffers):
-                full = f"{path}.{p.name}" if path else p.name
-                self._tensor_owner.setdefault(full, path)
 
-    def __getitem__(self, path: str) -> ModuleInfo:
-        return self._modules[path]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._modules)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ModuleTree):
-            return NotImplemented
-        return list(self._modules.values()) == list(other._modules.values())
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @property
-    def root(self) -> ModuleInfo:
-        return self._modules[""]
-
-    def children(self, path: str) -> tuple[str, ...]:
-        return tuple(self._children[path])
-
-    def is_leaf(self, path: str) -> bool:
-        return not self._children[path]
-
-    def canonical(self, path: str) -> str | None:
-        """``path`` if it is a module's path, the module's path if it is one of its aliases, else ``None``."""
-        if path in self._modules:
-            return path
-        return self._alias.get(path)
-
-    @property
-    def aliases(self) -> Mapping[str, str]:
-        """Every alias path -> the path of its module."""
-        return self._alias
-
-    def owner_of_tensor(self, full_name: str) -> str | None:
-        """Module owning the parameter or buffer named ``full_name`` (``encoder.layer.0.attention.self.query.bias``)."""
-        return self._tensor_owner.get(full_name)
-
-    @staticmethod
-    def lowest_common_ancestor(paths: Iterable[str]) -> str | None:
-        """Deepest path that is an ancestor of (or equal to) every path given; ``None`` for no paths."""
-        common: list[str] | None = None
-        for path in paths:
-            parts = path.split(".") if path else []
-            if common is None:
-                common = parts
-                continue
-            n = 0
-            for a, b in zip(common, parts, strict=False):
-                if a != b:
-                    break
-                n += 1
-            del common[n:]
-            if not common:
-                return ""
-        return None if common is None else ".".join(common)
-
-    def to_json(self) -> list[dict[str, Any]]:
-        out = []
-        for path, info in self._modules.items():
-            record: dict[str, Any] = {
-                "path": path,
-                "class": info.class_name,
-                "parent": info.parent,
-                "depth": info.depth,
-                "leaf": self.is_leaf(path),
-            }
-            if info.parameters:
-                record["parameters"] = [_tensor_to_json(p) for p in info.parameters]
-                record["parameter_count"] = info.parameter_count
-            if info.buffers:
-                record["buffers"] = [_tensor_to_json(p) for p in info.buffers]
-            if info.aliases:
-                record["aliases"] = list(info.aliases)
-            out.append(record)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Any, *, key: str = MODULES_KEY) -> ModuleTree:
-        if not isinstance(data, list):
-            raise SchemaError(f"{key}: expected a JSON list of modules, got {type(data).__name__}")
-        modules = []
-        for i, record in enumerate(data):
-            where = f"{key}[{i}]"
-            if not isinstance(record, dict):
-                raise SchemaError(f"{where}: expected an object")
-            path = _expect(record, "path", str, where)
-            class_name = _expect(record, "class", str, where)
-            info = ModuleInfo(
-                path=path,
-                class_name=class_name,
-                parameters=tuple(
-                    _tensor_from_json(p, f"{where}.parameters") for p in _list(record, "parameters", where)
-                ),
-                buffers=tuple(_tensor_from_json(p, f"{where}.buffers") for p in _list(record, "buffers", where)),
-                aliases=tuple(_alias_from_json(a, f"{where}.aliases") for a in _list(record, "aliases", where)),
-            )
-            if "depth" in record and record["depth"] != info.depth:
-                raise SchemaError(f"{where}: depth {record['depth']!r} does not match path {path!r}")
-            if "parent" in record and record["parent"] != info.parent:
-                raise SchemaError(f"{where}: parent {record['parent']!r} does not match path {path!r}")
-            modules.append(info)
-        return cls(modules)
+def decode_module_tree(data: Any, *, key: str = MODULES_KEY) -> ModuleTree:
+    """The tree :func:`encode_module_tree` encoded; a :class:`SchemaError` names ``key`` and the record."""
+    if not isinstance(data, list):
+        raise SchemaError(f"{key}: expected a JSON list of modules, got {type(data).__name__}")
+    modules = []
+    for i, record in enumerate(data):
+        where = f"{key}[{i}]"
+        if not isinstance(record, dict):
+            raise SchemaError(f"{where}: expected an object")
+        path = _expect(record, "path", str, where)
+        class_name = _expect(record, "class", str, where)
+        info = ModuleInfo(
+            path=path,
+            class_name=class_name,
+            parameters=tuple(_tensor_from_json(p, f"{where}.parameters") for p in _list(record, "parameters", where)),
+            buffers=tuple(_tensor_from_json(p, f"{where}.buffers") for p in _list(record, "buffers", where)),
+            aliases=tuple(_alias_from_json(a, f"{where}.aliases") for a in _list(record, "aliases", where)),
+        )
+        if "depth" in record and record["depth"] != info.depth:
+            raise SchemaError(f"{where}: depth {record['depth']!r} does not match path {path!r}")
+        if "parent" in record and record["parent"] != info.parent:
+            raise SchemaError(f"{where}: parent {record['parent']!r} does not match path {path!r}")
+        modules.append(info)
+    return ModuleTree(modules)
 
 
 def _alias_from_json(data: Any, where: str) -> str:
@@ -517,11 +482,129 @@ def namespace_of(path: str) -> str:
     return path.replace(".", "/")
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeRecord:
+    """Our metadata on one node: where it comes from, or why that is unknown."""
+
+    module: str | None = None
+    """The module path; ``None`` for an unattributed node."""
+    source: str | None = None
+    """An :class:`AttributionSource` value."""
+    sources: tuple[str, ...] = ()
+    """For a node that replaced several export-time nodes (a fusion, a quantized operator): their modules."""
+    reason: str | None = None
+    """For an unattributed node: why."""
+
+    @property
+    def namespace(self) -> str | None:
+        """The ``namespace`` written beside the module (derived from it, so not read back)."""
+        return None if self.module is None else namespace_of(self.module)
+
+
+def decode_node(props: Mapping[str, str], node_name: str = "", *, strict: bool = True) -> NodeRecord:
+    """Our metadata among a node's ``metadata_props`` (see :func:`read_props`); an empty record when there is none.
+
+    Raises:
+        SchemaError: ``pkg.optimum_hierarchy.sources`` is malformed (the message names ``node_name``).
+            With ``strict=False`` such a value reads as absent instead.
+    """
+    try:
+        sources = decode_node_sources(props.get(NODE_SOURCES_KEY), node_name)
+    except SchemaError:
+        if strict:
+            raise
+        sources = ()
+    return NodeRecord(
+        module=props.get(NODE_MODULE_KEY),
+        source=props.get(NODE_SOURCE_KEY),
+        sources=sources,
+        reason=props.get(NODE_REASON_KEY),
+    )
+
+
+def is_annotated(props: Mapping[str, str]) -> bool:
+    """Whether an annotation has seen the node: it carries a module or a reason (ONNX Runtime's optimizer
+    drops both, and a node an optimizer created has neither)."""
+    return NODE_MODULE_KEY in props or NODE_REASON_KEY in props
+
+
+def encode_node(record: NodeRecord) -> dict[str, str]:
+    """The ``metadata_props`` entries of ``record``, in the order they are written (absent fields left out)."""
+    out: dict[str, str] = {}
+    if record.module is not None:
+        out[NODE_MODULE_KEY] = record.module
+    if record.source is not None:
+        out[NODE_SOURCE_KEY] = record.source
+    if record.module is not None:
+        out[NAMESPACE_KEY] = namespace_of(record.module)
+    if record.sources:
+        out[NODE_SOURCES_KEY] = dumps_json(list(record.sources))
+    if record.reason is not None:
+        out[NODE_REASON_KEY] = record.reason
+    return out
+
+
+def write_node(node: onnx.NodeProto | ir.Node, record: NodeRecord) -> bool:
+    """Write ``record`` onto ``node``, replacing only the node keys of :data:`KEYS`; True when that changed it.
+
+    Other entries stay as they are. An ``onnx_ir`` node is edited in place (an entry that stays keeps its
+    place); on a ``NodeProto`` ours follow the others, sorted by key, as :func:`replace_props` writes them.
+    """
+    wanted = encode_node(record)
+    props = node.metadata_props
+    if isinstance(props, MutableMapping):
+        changed = update_props(props, wanted)
+        for key in _NODE_KEYS:
+            if key not in wanted and key in props:
+                del props[key]
+                changed = True
+        return changed
+    before = [(p.key, p.value) for p in props]
+    _rewrite(props, [(k, v) for k, v in before if k not in _NODE_KEYS], sorted(wanted.items()))
+    return [(p.key, p.value) for p in props] != before
+
+
+def read_props(owner: onnx.ModelProto | onnx.NodeProto | ir.Model | ir.Node) -> dict[str, str]:
+    """The ``metadata_props`` of a model or node, ``onnx`` proto or ``onnx_ir`` object, as a new dict."""
+    props = owner.metadata_props
+    if isinstance(props, Mapping):
+        return dict(props)
+    return {p.key: p.value for p in props}
+
+
+def replace_props(entries: Entries, values: Mapping[str, str], level: Level) -> None:
+    """Replace our entries (:func:`is_ours`) of a proto's ``metadata_props`` by ours among ``values``.
+
+    The other entries stay, in their order; ours follow them, sorted by key. This is how an annotation
+    writes its result onto the file's proto, and how our model keys are copied into a derived graph.
+    """
+    kept = [(p.key, p.value) for p in entries if not is_ours(p.key, level)]
+    _rewrite(entries, kept, sorted((k, v) for k, v in values.items() if is_ours(k, level)))
+
+
+def update_props(props: MutableMapping[str, str], values: Mapping[str, str]) -> bool:
+    """Set ``values`` in an ``onnx_ir`` model's or node's ``metadata_props`` where they differ; True on a change."""
+    changed = False
+    for key, value in values.items():
+        if props.get(key) != value:
+            props[key] = value
+            changed = True
+    return changed
+
+
+def _rewrite(entries: Entries, kept: Iterable[tuple[str, str]], ours: Iterable[tuple[str, str]]) -> None:
+    """Replace the repeated ``StringStringEntryProto`` field ``entries`` by ``kept`` then ``ours``."""
+    pairs = [*kept, *ours]
+    del entries[:]
+    for key, value in pairs:
+        entries.add(key=key, value=value)
+
+
 def encode_model_metadata(meta: HierarchyMetadata) -> dict[str, str]:
     """Model-level ``metadata_props`` entries for ``meta``; deterministic (sorted keys, no spaces)."""
     out = {
         SCHEMA_VERSION_KEY: dumps_json(meta.schema_version),
-        MODULES_KEY: dumps_json(meta.tree.to_json()),
+        MODULES_KEY: dumps_json(encode_module_tree(meta.tree)),
         EXPORT_KEY: dumps_json(dataclasses.asdict(meta.export)),
     }
     if meta.summary is not None:
@@ -551,7 +634,7 @@ def decode_model_metadata(props: Mapping[str, str], *, source: str = "model") ->
     for key in (MODULES_KEY, EXPORT_KEY):
         if key not in props:
             raise SchemaError(f"{key}: missing from {source}")
-    tree = ModuleTree.from_json(loads_json(props[MODULES_KEY], MODULES_KEY))
+    tree = decode_module_tree(loads_json(props[MODULES_KEY], MODULES_KEY))
     export_raw = loads_json(props[EXPORT_KEY], EXPORT_KEY)
     if not isinstance(export_raw, dict):
         raise SchemaError(f"{EXPORT_KEY}: expected an object")

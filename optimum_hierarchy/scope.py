@@ -14,7 +14,7 @@ __all__ = [
 import re
 from collections.abc import Sequence
 
-from optimum_hierarchy.schema import ModuleTree
+from optimum_hierarchy.modules import ModuleTree, join_path, relative_to, segments, within
 
 _CALL_SUFFIX = re.compile(r"^(?P<base>.+)_(?P<n>\d+)$")
 _OUTPUT_NAME = re.compile(r"^(/.+)_output_\d+$")
@@ -132,8 +132,7 @@ class ScopeResolver:
 
     def _below(self, current: str, name: str) -> tuple[int, list[str]]:
         """The closest modules below ``current`` with this unqualified name, and their depth below it."""
-        prefix = f"{current}." if current else ""
-        below = [c for c in self._by_name.get(name, ()) if c.startswith(prefix) and c != current]
+        below = [c for c in self._by_name.get(name, ()) if within(c, current) and c != current]
         if not below:
             return -1, []
         depth = min(c.count(".") for c in below)
@@ -148,7 +147,7 @@ class ScopeResolver:
                 closest = base_closest
         if closest:
             return closest[0] if len(closest) == 1 else None
-        parts = current.split(".") if current else []
+        parts = segments(current)
         names = (segment, base) if base is not None else (segment,)
         for name in names:
             around = {
@@ -215,7 +214,7 @@ class ScopeSpeller:
         if self._resolver.resolve_segments(spelling) == module:
             return spelling
         relative = self._relative(module)
-        per_level = tuple(relative.split(".")) if relative else ()
+        per_level = tuple(segments(relative))
         return per_level if self._resolver.resolve_segments(per_level) == module else spelling
 
     def _count(self, module: str, spelling: tuple[str, ...]) -> None:
@@ -229,17 +228,15 @@ class ScopeSpeller:
 
     def _full(self, relative: str) -> str:
         root = self._resolver.root
-        return (f"{root}.{relative}" if relative else root) if root else relative
+        return join_path(root, relative) if relative else root
 
     def _relative(self, module: str) -> str:
-        root = self._resolver.root
-        if module == root:
-            return ""
-        return module[len(root) + 1 :] if root and module.startswith(f"{root}.") else module
+        relative = relative_to(module, self._resolver.root)
+        return module if relative is None else relative
 
     def _from_tree(self, module: str) -> tuple[str, ...]:
         relative = self._relative(module)
-        atoms = relative.split(".") if relative else []
+        atoms = segments(relative)
         # Start from the closest ancestor spelled in the file that ends a segment (the next atom is not numeric).
         start = 0
         spelling: tuple[str, ...] = ()

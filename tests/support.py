@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from optimum_hierarchy.demo import TINY_MODELS
+from optimum_hierarchy.modules import ModuleInfo, ModuleTree, ParameterInfo
 
 MODELS = ("vit", "bert", "gpt2")
 OPTIMUM_CLI = str(Path(sys.executable).with_name("optimum-cli"))
@@ -83,3 +84,25 @@ def require_optimum_onnx_module() -> None:
     reason = without_optimum_onnx_reason()
     if reason is not None:
         pytest.skip(reason, allow_module_level=True)
+
+
+def small_tree() -> ModuleTree:
+    """A hand-written tree: a container, a leaf with parameters, and a weight tied to it."""
+    return ModuleTree(
+        [
+            ModuleInfo("", "pkg.Root"),
+            ModuleInfo("encoder", "pkg.Encoder"),
+            ModuleInfo("encoder.layer", "torch.nn.modules.container.ModuleList"),
+            ModuleInfo("encoder.layer.0", "pkg.Layer"),
+            ModuleInfo(
+                "encoder.layer.0.dense",
+                "torch.nn.Linear",
+                parameters=(ParameterInfo("weight", (4, 4)), ParameterInfo("bias", (4,))),
+            ),
+            ModuleInfo(
+                "head",
+                "torch.nn.Linear",
+                parameters=(ParameterInfo("weight", (4, 4), tied_to="encoder.layer.0.dense.weight"),),
+            ),
+        ]
+    )

@@ -27,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from optimum_hierarchy.modules import depth_of, name_of
 from optimum_hierarchy.read import NodeAttribution
 from optimum_hierarchy.retriever import HierarchyRetriever
 
@@ -56,7 +57,7 @@ def tree_data(retriever: HierarchyRetriever, module: str = "", depth: int | None
 
 def render_tree(data: dict[str, Any]) -> Tree:
     def label(record: dict[str, Any]) -> Text:
-        name = record["module"].rpartition(".")[2] or "(root)"
+        name = name_of(record["module"]) or "(root)"
         text = Text(name, style="bold")
         text.append(f" {_short_class(record['class'])}", style="cyan")
         text.append(f"  nodes {record['nodes']}", style="green")
@@ -123,7 +124,7 @@ def stats_data(retriever: HierarchyRetriever, *, by: str = "module", depth: int 
     rows = []
     for path, nodes in retriever.group_operations_by_hierarchy(depth).items():
         stats = retriever.get_module_stats(path)
-        grouped_below = path.count(".") + 1 >= depth if path else depth == 0
+        grouped_below = depth_of(path) >= depth
         rows.append(
             {
                 "module": path,
@@ -202,7 +203,7 @@ def diff_data(
 ) -> dict[str, Any]:
     rows = []
     for d in before.diff(after):
-        level = d.path.count(".") + 1 if d.path else 0
+        level = depth_of(d.path)
         if depth is not None and level > depth:
             continue
         if not everything and not d.changed:

@@ -41,7 +41,17 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from optimum_hierarchy.evidence.base import Found, GraphView, Missing
-from optimum_hierarchy.schema import AttributionSource, ModuleInfo, ModuleTree, ParameterInfo
+from optimum_hierarchy.modules import (
+    ModuleInfo,
+    ModuleTree,
+    ParameterInfo,
+    ancestors,
+    depth_of,
+    is_well_formed,
+    join_path,
+    within,
+)
+from optimum_hierarchy.schema import AttributionSource
 
 logger = logging.getLogger(__name__)
 
@@ -140,10 +150,6 @@ def _string_literal(text: str, pos: int) -> tuple[str, int]:
     raise ValueError(f"unterminated string starting at character {pos}")
 
 
-def _is_module_path(path: str) -> bool:
-    return path == "" or "" not in path.split(".")
-
-
 def module_scopes(metadata: Mapping[str, str]) -> list[str] | None:
     """The module paths of a node's ``name_scopes``, outermost first (the node's own name dropped).
 
@@ -156,7 +162,7 @@ def module_scopes(metadata: Mapping[str, str]) -> list[str] | None:
     if not entries:
         raise ValueError("an empty list (the node's own name is missing)")
     modules = [m for m in entries[:-1] if m != NO_MODULE_MARKER]  # an empty stack: the exported module
-    bad = [m for m in modules if not _is_module_path(m)]
+    bad = [m for m in modules if not is_well_formed(m)]
     if bad:
         raise ValueError(f"{bad[0]!r} is not a module path")
     return modules
@@ -217,7 +223,7 @@ class DynamoScopes:
                 continue
             full = view.full_path(name)
             holders = owners.get(full)
-            if holders and not any(_within(h, module) for h in holders):
+            if holders and not any(within(h, module) for h in holders):
                 return name
         return None
 
@@ -229,16 +235,12 @@ class DynamoScopes:
             for path in tree:
                 info = tree[path]
                 for p in (*info.parameters, *info.buffers):
-                    full = f"{path}.{p.name}" if path else p.name
+                    full = join_path(path, p.name)
                     key = p.tied_to or full
                     canonical[full] = key
                     groups[key].add(path)
             self._owners = {full: frozenset(groups[key]) for full, key in canonical.items()}
         return self._owners
-
-
-def _within(path: str, ancestor: str) -> bool:
-    return not ancestor or path == ancestor or path.startswith(ancestor + ".")
 
 
 def tree_from_dynamo(
@@ -279,11 +281,10 @@ def tree_from_dynamo(
         )
     paths = set(classes) | set(parameters)
     for path in list(paths):
-        parts = path.split(".") if path else []
-        paths.update(".".join(parts[:n]) for n in range(len(parts)))
+        paths.update(ancestors(path))
     paths.add("")
     modules = [
         ModuleInfo(path=path, class_name=classes.get(path, ""), parameters=tuple(parameters.get(path, ())))
-        for path in sorted(paths, key=lambda p: (p.count(".") + bool(p), p))
+        for path in sorted(paths, key=lambda p: (depth_of(p), p))
     ]
     return ModuleTree(modules)

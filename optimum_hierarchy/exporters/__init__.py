@@ -1,7 +1,7 @@
 """Export through Optimum with the module hierarchy.
 
 Re-exported lazily: this ``__init__`` imports none of its submodules, so importing one of them
-(``exporters.session`` for its result types, say) does not load the others, and no submodule is in
+(``exporters.results`` for its result types, say) does not load the others, and no submodule is in
 an import cycle with it. ``export_with_hierarchy`` and ``export_model_with_hierarchy`` need the
 ``onnx`` extra (optimum-onnx) and say so when it is missing.
 """
@@ -12,8 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "AnnotatedFile": "optimum_hierarchy.exporters.session",
-    "HierarchyExportResult": "optimum_hierarchy.exporters.session",
+    "AnnotatedFile": "optimum_hierarchy.exporters.results",
+    "HierarchyExportResult": "optimum_hierarchy.exporters.results",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
     "export_with_hierarchy": "optimum_hierarchy.exporters.export",
     "hierarchy_export_session": "optimum_hierarchy.exporters.session",
@@ -29,7 +29,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
-    from optimum_hierarchy.exporters.session import AnnotatedFile, HierarchyExportResult, hierarchy_export_session
+    from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
+    from optimum_hierarchy.exporters.session import hierarchy_export_session
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,9 @@
-"""Hierarchy-aware ``OnnxConfig`` subclasses: capture the module tree and annotate the file right after export."""
+"""Hierarchy-aware ``OnnxConfig`` subclasses: capture the module tree and annotate the file right after export.
+
+Any Optimum ``OnnxConfig`` class gets its subclass from :func:`hierarchy_onnx_config`; the named ones
+(``BertHierarchyOnnxConfig``, ...) are that subclass under a public name. Within an export session,
+:func:`hierarchy_config_constructors` makes ``TasksManager`` hand out these subclasses.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ __all__ = [
     "ViTHierarchyOnnxConfig",
     "as_hierarchy_config",
     "export_target",
+    "hierarchy_config_constructors",
     "hierarchy_onnx_config",
 ]
 
@@ -30,10 +36,13 @@ from optimum_hierarchy.errors import require_optimum_onnx
 require_optimum_onnx("The hierarchy OnnxConfig classes (optimum_hierarchy.exporters.onnx_config)")
 
 from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig, ViTOnnxConfig  # noqa: E402
+from optimum.exporters.tasks import TasksManager  # noqa: E402
 
 from optimum_hierarchy.annotate import annotate_model_file, annotate_onnx_file  # noqa: E402
-from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path  # noqa: E402
-from optimum_hierarchy.exporters.session import AnnotatedFile, current_session, make_export_info  # noqa: E402
+from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path, qualified_class_name  # noqa: E402
+from optimum_hierarchy.exporters.export_info import make_export_info  # noqa: E402
+from optimum_hierarchy.exporters.results import AnnotatedFile  # noqa: E402
+from optimum_hierarchy.exporters.session_state import ExportSession, current_session  # noqa: E402
 from optimum_hierarchy.rules import ArchitectureRules  # noqa: E402
 from optimum_hierarchy.schema import ExportInfo, ModuleTree  # noqa: E402
 from optimum_hierarchy.wire import ModelFile, parse_model_bytes  # noqa: E402
@@ -198,7 +207,7 @@ def export_target(model: torch.nn.Module, config: Any, tree: ModuleTree, path: P
             type(model).__name__,
         )
     model_type = config.hierarchy_model_type() if isinstance(config, HierarchyOnnxConfigMixin) else None
-    export, rules = make_export_info(root, model_type, owner)
+    export, rules = make_export_info(root, model_type, qualified_class_name(owner))
     if session is not None:
         strict = session.strict
     else:
@@ -234,43 +243,28 @@ class HierarchyOnnxConfigMixin:
         return getattr(behavior, "value", None) == "encoder"
 
 
-_NAMED: dict[type, type] = {}
-
-
-def _register(base: type) -> Any:
-    def wrap(cls: type) -> type:
-        _NAMED[base] = cls
-        return cls
-
-    return wrap
-
-
-@_register(ViTOnnxConfig)
-class ViTHierarchyOnnxConfig(HierarchyOnnxConfigMixin, ViTOnnxConfig):  # type: ignore[misc]
-    """Optimum's ViT config, with the module hierarchy written into the export."""
-
-
-@_register(BertOnnxConfig)
-class BertHierarchyOnnxConfig(HierarchyOnnxConfigMixin, BertOnnxConfig):  # type: ignore[misc]
-    """Optimum's BERT config, with the module hierarchy written into the export."""
-
-
-@_register(GPT2OnnxConfig)
-class GPT2HierarchyOnnxConfig(HierarchyOnnxConfigMixin, GPT2OnnxConfig):  # type: ignore[misc]
-    """Optimum's GPT-2 config, with the module hierarchy written into the export."""
-
-
 @functools.cache
-def _generic_subclass(base: Any) -> type:
-    return type(f"Hierarchy{base.__name__}", (HierarchyOnnxConfigMixin, base), {"__module__": __name__})
+def _subclass(base: Any) -> type:
+    stem = base.__name__.removesuffix("OnnxConfig")
+    doc = f"Optimum's ``{base.__name__}``, with the module hierarchy written into the export."
+    return type(
+        f"{stem}HierarchyOnnxConfig", (HierarchyOnnxConfigMixin, base), {"__module__": __name__, "__doc__": doc}
+    )
 
 
 def hierarchy_onnx_config(base: type[OnnxConfig]) -> type[OnnxConfig]:
-    """The hierarchy-aware subclass of an Optimum ``OnnxConfig`` class (the named one if there is one)."""
+    """The hierarchy-aware subclass of an Optimum ``OnnxConfig`` class: one per class, named
+    ``<Name>HierarchyOnnxConfig`` after ``<Name>OnnxConfig``."""
     if issubclass(base, HierarchyOnnxConfigMixin):
         return base
-    named = _NAMED.get(base)
-    return named if named is not None else _generic_subclass(base)  # type: ignore[arg-type]
+    return _subclass(base)  # type: ignore[arg-type]
+
+
+# Named for users of Optimum's own ``main_export(custom_onnx_configs=...)``; the same classes as
+# ``hierarchy_onnx_config`` gives (and picklable: their names are these).
+ViTHierarchyOnnxConfig = hierarchy_onnx_config(ViTOnnxConfig)
+BertHierarchyOnnxConfig = hierarchy_onnx_config(BertOnnxConfig)
+GPT2HierarchyOnnxConfig = hierarchy_onnx_config(GPT2OnnxConfig)
 
 
 def as_hierarchy_config(config: OnnxConfig) -> OnnxConfig:
@@ -282,3 +276,35 @@ def as_hierarchy_config(config: OnnxConfig) -> OnnxConfig:
     clone: OnnxConfig = object.__new__(hierarchy_onnx_config(type(config)))
     clone.__dict__.update(vars(config))
     return clone
+
+
+@contextlib.contextmanager
+def hierarchy_config_constructors(session: ExportSession) -> Iterator[None]:
+    """For the block, ``TasksManager.get_exporter_config_constructor`` builds hierarchy-aware ONNX configs.
+
+    Optimum asks it for the config of the model it is about to export (and derives the encoder and
+    decoder configs from that one with ``with_behavior``); the wrap returns the hierarchy-aware
+    subclass of what it would have returned, and gives ``session`` the full model, which lets
+    submodel exports (seq2seq encoders) keep full-model paths. Undone on exit.
+    """
+    original: Callable[..., Any] = TasksManager.get_exporter_config_constructor
+
+    @functools.wraps(original)
+    def get_exporter_config_constructor(*args: Any, **kwargs: Any) -> Any:
+        constructor = original(*args, **kwargs)
+        if kwargs.get("exporter", args[0] if args else None) != "onnx":
+            return constructor
+        session.set_root_model(kwargs.get("model"))
+        if isinstance(constructor, functools.partial) and isinstance(constructor.func, type):
+            subclass: Any = hierarchy_onnx_config(constructor.func)
+            return functools.partial(subclass, *constructor.args, **constructor.keywords)
+        if isinstance(constructor, type):
+            return hierarchy_onnx_config(constructor)
+        logger.warning("Unexpected ONNX config constructor %r: exported files are annotated afterwards.", constructor)
+        return constructor
+
+    TasksManager.get_exporter_config_constructor = staticmethod(get_exporter_config_constructor)
+    try:
+        yield
+    finally:
+        TasksManager.get_exporter_config_constructor = staticmethod(original)

@@ -7,7 +7,8 @@ dynamic axes given to ``torch.onnx.export`` as ``dynamic_shapes``. :func:`export
 does that, and annotates the program before and after onnxscript's optimizer
 (:mod:`optimum_hierarchy.exporters.dynamo`). Inside an export session with ``dynamo=True`` it
 replaces ``optimum.exporters.onnx.convert.export_pytorch``, so the rest of Optimum's pipeline
-(``--optimize``, post-processing, validation, ``config.json``) runs as usual.
+(``--optimize``, post-processing, validation, ``config.json``) runs as usual. Like that pipeline,
+it needs the ``onnx`` extra (optimum-onnx).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from typing import Any
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import LOGITS_TO_KEEP, annotate_program, export_program_with_axes, save_program
-from optimum_hierarchy.exporters.session import AnnotatedFile, current_session
+from optimum_hierarchy.exporters.onnx_config import export_target
+from optimum_hierarchy.exporters.results import AnnotatedFile
+from optimum_hierarchy.exporters.session_state import current_session
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,6 @@ def export_pytorch_dynamo(
     """
     import torch
     from optimum.exporters.onnx.convert import check_dummy_inputs_are_allowed
-
-    from optimum_hierarchy.exporters.onnx_config import export_target
 
     del do_constant_folding
     output = Path(output)

@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
 from optimum_hierarchy.atomic import write_through_temporary
-from optimum_hierarchy.capture.module_tree import capture_module_tree
+from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyExportError
-from optimum_hierarchy.exporters.session import make_export_info
+from optimum_hierarchy.exporters.dynamo import (
+    annotate_program,
+    dynamo_is_default,
+    export_program,
+    save_program,
+)
+from optimum_hierarchy.exporters.export_info import make_export_info, model_type_of
+from optimum_hierarchy.rules import ArchitectureRules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
 
 if TYPE_CHECKING:
@@ -58,9 +65,12 @@ class HierarchyPreservingExporter:
         (see :mod:`optimum_hierarchy.exporters.dynamo`). With ``dynamo=False`` the TorchScript
         exporter runs and its node-name scopes are the evidence (source ``scope``). ``path`` is
         written atomically: on any failure no file is left there.
-        """
-        from optimum_hierarchy.exporters.dynamo import dynamo_is_default
 
+        The export records the architecture rules of the model's type (``rules`` of the export
+        metadata), and with the TorchScript exporter their repeated-block check runs, as in Optimum's
+        pipeline: a warning, or with ``strict`` an :class:`~optimum_hierarchy.errors.AttributionError`
+        (nothing written).
+        """
         path = Path(path)
         if path.is_dir():
             raise HierarchyExportError(f"{path}: is a directory; pass the path of the .onnx file to write.")
@@ -74,7 +84,7 @@ class HierarchyPreservingExporter:
         if opset is not None:
             export_kwargs.setdefault("opset_version", opset)
         tree = capture_module_tree(model)
-        export, _rules = make_export_info("", _model_type(model), model)
+        export, rules = make_export_info("", model_type_of(model), qualified_class_name(model))
         if dynamo:
             self.last_summary, written = self._export_dynamo(
                 model, args, path, tree=tree, export=export, export_kwargs=export_kwargs
@@ -83,7 +93,7 @@ class HierarchyPreservingExporter:
             if "optimize" in export_kwargs:
                 raise HierarchyExportError("optimize: a dynamo exporter argument; the TorchScript exporter has none.")
             self.last_summary = self._export_torchscript(
-                model, args, path, tree=tree, export=export, export_kwargs=export_kwargs
+                model, args, path, tree=tree, export=export, rules=rules, export_kwargs=export_kwargs
             )
             written = None
         return (written if written is not None else load_model_proto(path)), tree
@@ -99,8 +109,6 @@ class HierarchyPreservingExporter:
         export_kwargs: dict[str, Any],
     ) -> tuple[AttributionSummary, onnx.ModelProto | None]:
         """The summary, and the proto written (``None`` when its weights went to external data)."""
-        from optimum_hierarchy.exporters.dynamo import annotate_program, export_program, save_program
-
         optimize = bool(export_kwargs.pop("optimize", True))
         program = export_program(model, args, **export_kwargs)
         summary = annotate_program(program, tree, export, strict=self.strict, optimize=optimize)
@@ -114,6 +122,7 @@ class HierarchyPreservingExporter:
         *,
         tree: ModuleTree,
         export: ExportInfo,
+        rules: ArchitectureRules | None,
         export_kwargs: dict[str, Any],
     ) -> AttributionSummary:
         import torch
@@ -128,16 +137,11 @@ class HierarchyPreservingExporter:
                     torch.onnx.export(model, args, str(tmp), dynamo=False, **export_kwargs)
             finally:
                 model.train(was_training)
-            summaries.append(annotate_onnx_file(tmp, tree, export, strict=self.strict))
+            summaries.append(annotate_onnx_file(tmp, tree, export, strict=self.strict, rules=rules))
 
         write_through_temporary(path, write)
         summary = summaries[0]
         return summary
-
-
-def _model_type(model: object) -> str | None:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return model_type if isinstance(model_type, str) else None
 
 
 @contextlib.contextmanager

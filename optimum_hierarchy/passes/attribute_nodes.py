@@ -151,30 +151,12 @@ class AttributeNodesPass(ir.passes.InPlacePass):
         modified = self.scope_names and _rename_to_scopes(sites, attributor.table, modules, attributor.view.resolver)
         for i, site in enumerate(sites):
             if i in modules:
-                wanted = {
-                    schema.NODE_MODULE_KEY: modules[i],
-                    schema.NODE_SOURCE_KEY: sources[i],
-                    schema.NAMESPACE_KEY: schema.namespace_of(modules[i]),
-                }
-                stale: tuple[str, ...] = (schema.NODE_REASON_KEY, schema.NODE_SOURCES_KEY)
-                if i in fused and fused[i] != (modules[i],):
-                    wanted[schema.NODE_SOURCES_KEY] = schema.dumps_json(list(fused[i]))
-                    stale = (schema.NODE_REASON_KEY,)
+                replaced = fused[i] if i in fused and fused[i] != (modules[i],) else ()
+                record = schema.NodeRecord(module=modules[i], source=sources[i], sources=replaced)
             else:
-                wanted = {
-                    schema.NODE_SOURCE_KEY: AttributionSource.UNATTRIBUTED.value,
-                    schema.NODE_REASON_KEY: reasons[i],
-                }
-                stale = (schema.NODE_MODULE_KEY, schema.NAMESPACE_KEY, schema.NODE_SOURCES_KEY)
-            props = site.node.metadata_props
-            for key, value in wanted.items():
-                if props.get(key) != value:
-                    props[key] = value
-                    modified = True
-            for key in stale:
-                if key in props:
-                    del props[key]
-                    modified = True
+                record = schema.NodeRecord(source=AttributionSource.UNATTRIBUTED.value, reason=reasons[i])
+            if schema.write_node(site.node, record):
+                modified = True
 
         meta = HierarchyMetadata(tree=self.tree, export=self.export, summary=summary)
         encoded = schema.encode_model_metadata(meta)
@@ -184,10 +166,8 @@ class AttributeNodesPass(ir.passes.InPlacePass):
             main = [s.parent is None for s in sites]
             outputs = module_outputs(attributor.table, modules, main, [v.name or "" for v in model.graph.outputs])
             encoded[schema.MODULE_OUTPUTS_KEY] = encode_module_outputs(outputs)
-        for key, value in encoded.items():
-            if model.metadata_props.get(key) != value:
-                model.metadata_props[key] = value
-                modified = True
+        if schema.update_props(model.metadata_props, encoded):
+            modified = True
         model.meta[SUMMARY_META_KEY] = summary
         return ir.passes.PassResult(model, modified=modified)
 
@@ -259,10 +239,10 @@ class _Attributor:
                 len(rejected),
                 shown,
             )
-        before = {
-            i: self.sites[i].node.metadata_props.get(schema.NODE_REASON_KEY, _UNPLACED_BEFORE)
-            for i in self.kept_unplaced
-        }
+        before: dict[int, str] = {}
+        for i in self.kept_unplaced:
+            reason = schema.decode_node(self.sites[i].node.metadata_props, strict=False).reason
+            before[i] = _UNPLACED_BEFORE if reason is None else reason
         left = infer_from_context(self.view, self.modules, self.sources, self._assign, before)
         # The reason names refused evidence and what the neighbours gave; the other sources' "nothing here"
         # depends on which ran (fresh export or not), and a reason must not change when a file is annotated again.

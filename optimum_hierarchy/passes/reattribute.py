@@ -43,8 +43,9 @@ import collections
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
+from optimum_hierarchy.modules import common_ancestor, within
 from optimum_hierarchy.provenance import NodeTable, Provenance
-from optimum_hierarchy.schema import AttributionSource, ModuleTree
+from optimum_hierarchy.schema import AttributionSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +54,6 @@ class Placement:
     source: str
     """An :class:`AttributionSource` value (kept nodes keep the one they had)."""
     sources: tuple[str, ...] = ()
-
-
-def _within(path: str, ancestor: str) -> bool:
-    return not ancestor or path == ancestor or path.startswith(ancestor + ".")
 
 
 def reattribute(
@@ -226,7 +223,7 @@ def reattribute(
                     modules.update(old.sources)
                 elif old.module is not None:
                     modules.add(old.module)
-            base = ModuleTree.lowest_common_ancestor(modules)
+            base = common_ancestor(modules)
             answers[targets] = None if base is None else (base, tuple(sorted(modules)))
         for i in members:
             answer = answers[reaches[i]]
@@ -234,9 +231,9 @@ def reattribute(
                 continue
             base, all_sources = answer
             narrowed = narrow(i) if len(members) > 1 else None
-            if narrowed is not None and narrowed[0] != base and _within(narrowed[0], base):
+            if narrowed is not None and narrowed[0] != base and within(narrowed[0], base):
                 path, source = narrowed
-                inside = tuple(m for m in all_sources if _within(m, path)) or (path,)
+                inside = tuple(m for m in all_sources if within(m, path)) or (path,)
                 placements[i] = Placement(path, source.value, inside)
             else:
                 placements[i] = Placement(base, AttributionSource.FUSION.value, all_sources)

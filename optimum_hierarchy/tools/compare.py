@@ -38,8 +38,10 @@ import onnx
 from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.capture.module_tree import qualified_class_name
 from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.modules import within
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.retriever import HierarchyRetriever
+from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import module_boundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import run_with_tensors
@@ -270,7 +272,7 @@ def compare_with_pytorch(
 
     torch_outputs, started, finished, calls = _run_pytorch(model, dict(feeds))
 
-    exported = decode_module_outputs({p.key: p.value for p in proto.metadata_props})
+    exported = decode_module_outputs(read_props(proto))
     if exported is None:
         logger.warning(
             "%s carries no export-time module outputs (annotated by an older version or after the fact): each "
@@ -350,10 +352,6 @@ def compare_with_pytorch(
     modules = tuple(sorted(results.values(), key=lambda r: (r.order < 0, r.order)))
     first = next((r for r in modules if r.exceeds), None)
     compared = {r.module for r in modules if r.status == COMPARED}
-    finest = [r for r in modules if r.exceeds and not any(c != r.module and _is_under(c, r.module) for c in compared)]
+    finest = [r for r in modules if r.exceeds and not any(c != r.module and within(c, r.module) for c in compared)]
     worst = max(finest, key=lambda r: r.added or 0.0, default=None)
     return Comparison(atol=atol, rtol=rtol, modules=modules, first_divergence=first, worst=worst)
-
-
-def _is_under(path: str, ancestor: str) -> bool:
-    return ancestor == "" or path.startswith(ancestor + ".")

@@ -38,6 +38,7 @@ from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.read import read_hierarchy
 from optimum_hierarchy.retriever import HierarchyRetriever
+from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import make_session, ort_errors, run_with_tensors
@@ -144,7 +145,7 @@ def module_errors(
     if feeds is None:
         feeds = generate_inputs(ref_path, shapes=shapes, seed=seed)
     ref_feeds, cand_feeds = _feeds_for(ref_proto, feeds, ref_path), _feeds_for(cand_proto, feeds, cand_path)
-    exported = decode_module_outputs({p.key: p.value for p in ref_proto.metadata_props})
+    exported = decode_module_outputs(read_props(ref_proto))
     if exported is None:
         raise HierarchyError(
             f"{ref_path} carries no export-time module outputs (annotated by an older version or after the fact); "

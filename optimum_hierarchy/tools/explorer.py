@@ -49,7 +49,7 @@ import onnx_ir as ir
 from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.read import read_hierarchy
-from optimum_hierarchy.schema import NODE_MODULE_KEY, ModuleTree
+from optimum_hierarchy.schema import ModuleTree, decode_node
 from optimum_hierarchy.tools.error import ErrorReport
 from optimum_hierarchy.tools.profile import ModuleProfile
 from optimum_hierarchy.walk import iter_ir_sites
@@ -128,7 +128,7 @@ def explorer_nodes(proto: onnx.ModelProto) -> list[ExplorerNode]:
         for node in graph:
             name, outputs = before[id(node)]
             node_id = prefix + (node.name or "")
-            module = node.metadata_props.get(NODE_MODULE_KEY)
+            module = decode_node(node.metadata_props, node.name or "", strict=False).module
             out.append(ExplorerNode(graph_id, node_id, name, node.op_type, outputs, module))
             for attr in node.attributes.values():
                 if attr.type != ir.AttributeType.GRAPH:

@@ -22,6 +22,7 @@ from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
+from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import ModuleBoundary, module_boundary, tensor_types
 from optimum_hierarchy.wire import PROTOBUF_LIMIT
 
@@ -96,7 +97,7 @@ def extract_module(model: str | os.PathLike[str] | onnx.ModelProto, module: str)
         producer_version=proto.producer_version,
         functions=list(proto.functions),
     )
-    onnx.helper.set_model_props(extracted, {p.key: p.value for p in proto.metadata_props})
+    onnx.helper.set_model_props(extracted, read_props(proto))
     metadata = retriever.hierarchy.metadata
     # Re-annotate from the full model's provenance: every node is kept, so it keeps its module and
     # source (fused nodes too), and the summary and provenance now describe the extracted graph.

@@ -23,7 +23,7 @@ import onnx
 from optimum_hierarchy.annotate import annotate_onnx_model
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
-from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata
+from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata, read_props
 from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules
 from optimum_hierarchy.wire import PROTOBUF_LIMIT, read_model_file
 
@@ -65,7 +65,7 @@ def convert_fp16(
     globs = (keep_fp32_modules,) if isinstance(keep_fp32_modules, str) else tuple(keep_fp32_modules)
     with read_model_file(source) as light:  # no weight values
         external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.proto.graph.initializer)
-        meta = decode_model_metadata({p.key: p.value for p in light.proto.metadata_props}, source=str(source))
+        meta = decode_model_metadata(read_props(light.proto), source=str(source))
         before = sum(1 for n in light.proto.graph.node if n.op_type == "Cast")
     selection = nodes_for_modules(source, exclude_modules=globs) if globs else None
     proto = onnx.load(str(source))

@@ -31,7 +31,7 @@ import onnx
 from optimum_hierarchy.annotate import annotate_onnx_model
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
-from optimum_hierarchy.schema import NODE_MODULE_KEY, AttributionSummary, decode_model_metadata
+from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata, decode_node, read_props
 from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules
 from optimum_hierarchy.wire import PROTOBUF_LIMIT, read_model_file
 
@@ -80,7 +80,7 @@ def quantize_int4(
     selection = nodes_for_modules(source, exclude_modules=exclude_modules, include_modules=include_modules)
     with read_model_file(source) as light:  # no weight values
         external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in light.proto.graph.initializer)
-        meta = decode_model_metadata({p.key: p.value for p in light.proto.metadata_props}, source=str(source))
+        meta = decode_model_metadata(read_props(light.proto), source=str(source))
     proto = onnx.load(str(source))  # with the weights: they are what gets quantized
     gemms = _gemms_as_matmuls(proto, selection)
     excluded = set(selection.nodes_to_exclude)
@@ -106,7 +106,7 @@ def quantize_int4(
     use_external = external or quantized_proto.ByteSize() >= PROTOBUF_LIMIT
     save_onnx(quantized_proto, target, external_data=use_external)
     nodes = tuple(
-        (n.name, next((p.value for p in n.metadata_props if p.key == NODE_MODULE_KEY), None))
+        (n.name, decode_node(read_props(n), n.name, strict=False).module)
         for n in quantized_proto.graph.node
         if n.op_type == "MatMulNBits"
     )

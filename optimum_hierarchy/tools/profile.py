@@ -44,7 +44,7 @@ import onnx
 from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarchy
-from optimum_hierarchy.schema import MODEL_KEY_PREFIX, ModuleTree, decode_model_metadata
+from optimum_hierarchy.schema import Level, ModuleTree, decode_model_metadata, read_props, replace_props
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.session import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
 from optimum_hierarchy.walk import iter_proto_nodes, subgraphs
@@ -214,7 +214,7 @@ def profile_model(
     file = model_file(path)
     with read_model_file(file) as source:  # metadata and inputs only: no weight values
         proto = source.proto
-    metadata = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(file))
+    metadata = decode_model_metadata(read_props(proto), source=str(file))
     if config is None and (file.parent / "config.json").is_file():
         config = file.parent / "config.json"
     feeds = generate_inputs(proto, shapes=shapes, config=config, seed=seed)
@@ -230,11 +230,7 @@ def profile_model(
         )
         saved = load_model_proto(saved_path)
     # The saved graph keeps model metadata; copy ours anyway so that re-attribution reads the file's own.
-    ours = {p.key: p.value for p in proto.metadata_props if p.key.startswith(MODEL_KEY_PREFIX)}
-    kept = [(p.key, p.value) for p in saved.metadata_props if p.key not in ours]
-    del saved.metadata_props[:]
-    for key, value in (*kept, *ours.items()):
-        saved.metadata_props.add(key=key, value=value)
+    replace_props(saved.metadata_props, read_props(proto), Level.MODEL)
     summary, _ = annotate_onnx_model(saved, metadata.tree, metadata.export)
     logger.info("%s: graph run by ONNX Runtime (%s): %s", file, optimization_level, summary.describe())
     hierarchy = read_hierarchy(saved)

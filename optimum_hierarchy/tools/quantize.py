@@ -42,7 +42,7 @@ require_optimum_onnx("Quantization by module through Optimum's ORTQuantizer (opt
 from optimum.onnxruntime.configuration import QuantizationConfig  # noqa: E402
 from optimum.onnxruntime.quantization import ORTQuantizer  # noqa: E402
 
-from optimum_hierarchy.exporters.session import AnnotatedFile  # noqa: E402
+from optimum_hierarchy.exporters.results import AnnotatedFile  # noqa: E402
 from optimum_hierarchy.restore import restore_if_annotated  # noqa: E402
 from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules  # noqa: E402
 from optimum_hierarchy.walk import iter_proto_nodes  # noqa: E402

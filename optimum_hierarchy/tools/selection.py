@@ -38,9 +38,10 @@ import onnx
 
 from optimum_hierarchy.annotate import annotate_onnx_model
 from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.modules import ancestors
 from optimum_hierarchy.read import NodeAttribution
 from optimum_hierarchy.retriever import HierarchyRetriever
-from optimum_hierarchy.schema import NODE_MODULE_KEY, NODE_REASON_KEY, decode_model_metadata
+from optimum_hierarchy.schema import decode_model_metadata, is_annotated, read_props
 from optimum_hierarchy.walk import iter_proto_nodes
 from optimum_hierarchy.wire import read_model_file
 
@@ -109,12 +110,8 @@ def _load_attributed(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[o
             proto = opened.proto
     source = str(path) if path is not None else "model"
     # Raises MissingHierarchyError, whose message gives the annotate command.
-    meta = decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=source)
-    stale = sum(
-        1
-        for node, _ in iter_proto_nodes(proto.graph)
-        if not {p.key for p in node.metadata_props} & {NODE_MODULE_KEY, NODE_REASON_KEY}
-    )
+    meta = decode_model_metadata(read_props(proto), source=source)
+    stale = sum(1 for node, _ in iter_proto_nodes(proto.graph) if not is_annotated(read_props(node)))
     if stale:
         # Optimized or quantized since its last annotation: node metadata is gone from (some) nodes,
         # the provenance in the model metadata is not.
@@ -128,11 +125,6 @@ def _load_attributed(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[o
 def _closest(glob: str, paths: Iterable[str]) -> str:
     close = difflib.get_close_matches(glob, [p for p in paths if p], n=3, cutoff=0.6)
     return f" Closest module paths: {', '.join(close)}." if close else ""
-
-
-def _ancestors(path: str) -> tuple[str, ...]:
-    parts = path.split(".") if path else []
-    return ("", *(".".join(parts[:k]) for k in range(1, len(parts) + 1)))
 
 
 def _names(node: NodeAttribution) -> tuple[str, ...]:
@@ -175,7 +167,7 @@ def nodes_for_modules(
     included = {p for glob in include for p in matched[glob]}
 
     def inside(module: str | None, roots: set[str]) -> bool:
-        return module is not None and not roots.isdisjoint(_ancestors(module))
+        return module is not None and not roots.isdisjoint(ancestors(module))
 
     flags: dict[str, list[bool]] = collections.defaultdict(list)  # name -> may each node bearing it be quantized
     float_nodes = 0

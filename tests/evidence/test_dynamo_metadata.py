@@ -162,9 +162,7 @@ def test_a_plain_dynamo_file_annotated_after_the_fact(dynamo_cases: dict[str, Dy
     (record,) = restore_hierarchy(path)
     model = load(path)
     classes = {p: f"{type(m).__module__}.{type(m).__qualname__}" for p, m in case.model.named_modules()}
-    tree = ModuleTree.from_json(
-        schema.loads_json({p.key: p.value for p in model.metadata_props}[schema.MODULES_KEY], "modules")
-    )
+    tree = schema.decode_model_metadata(schema.read_props(model)).tree
     named = [p for p in tree if tree[p].class_name]
     assert len(named) > 10
     for path_ in named:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from optimum_hierarchy.exporters import export_model_with_hierarchy, export_with
 from optimum_hierarchy.exporters.onnx_config import (  # noqa: E402
     BertHierarchyOnnxConfig,
     GPT2HierarchyOnnxConfig,
+    HierarchyOnnxConfigMixin,
     ViTHierarchyOnnxConfig,
     hierarchy_onnx_config,
 )
@@ -34,6 +36,21 @@ def test_named_configs_are_optimums_configs() -> None:
     assert issubclass(generic, T5OnnxConfig)
     assert hierarchy_onnx_config(T5OnnxConfig) is generic
     assert hierarchy_onnx_config(generic) is generic
+
+
+def test_named_configs_are_the_generic_subclass_under_its_name() -> None:
+    """The named configs are what hierarchy_onnx_config builds; their instances pickle (found by name)."""
+    from optimum.exporters.onnx.model_configs import BertOnnxConfig
+    from transformers import BertConfig
+
+    for named in (BertHierarchyOnnxConfig, GPT2HierarchyOnnxConfig, ViTHierarchyOnnxConfig):
+        assert named.__name__ == named.__qualname__ and named.__module__ == hierarchy_onnx_config.__module__
+        assert issubclass(named, HierarchyOnnxConfigMixin)
+    config = BertHierarchyOnnxConfig(BertConfig(num_hidden_layers=2), task="feature-extraction")
+    assert isinstance(config, BertOnnxConfig) and isinstance(config, HierarchyOnnxConfigMixin)
+    assert BertHierarchyOnnxConfig.__name__ == "BertHierarchyOnnxConfig"
+    copy = pickle.loads(pickle.dumps(config))
+    assert type(copy) is BertHierarchyOnnxConfig and copy.task == "feature-extraction"
 
 
 def test_main_export_with_custom_onnx_config(model_dirs: dict[str, Path], tmp_path: Path) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import collections
+import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
 import torch
+from support import load_torch_model
 from torch import nn
 
 from optimum_hierarchy import HierarchyPreservingExporter, read_hierarchy
-from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.errors import AttributionError, HierarchyExportError
 
 
 class Block(nn.Module):
@@ -95,3 +99,55 @@ def test_errors_leave_nothing_behind(tmp_path: Path) -> None:
         with pytest.raises(Exception):  # noqa: B017 - torch's own error for a wrong input shape
             exporter.export_with_hierarchy(Net(), torch.randn(1, 2, 4, 4), tmp_path / "net.onnx", dynamo=dynamo)
     assert list(tmp_path.iterdir()) == []
+
+
+EXPORT_KEY = "pkg.optimum_hierarchy.export"
+
+
+def export_record(path: Path) -> dict[str, Any]:
+    """The export record a file carries, read with plain onnx and json."""
+    proto = onnx.load(str(path), load_external_data=False)
+    (value,) = [p.value for p in proto.metadata_props if p.key == EXPORT_KEY]
+    record: dict[str, Any] = json.loads(value)
+    return record
+
+
+def bert_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(0, 500, (2, 8), generator=torch.Generator().manual_seed(0))
+    return ids, torch.ones_like(ids)
+
+
+def test_torchscript_export_records_the_rules_and_checks_repeated_blocks(
+    model_dirs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As in Optimum's pipeline: the rules of BERT are recorded, and their repeated-block check runs on the
+    export (a warning, or with strict an error and no file)."""
+    model = load_torch_model("bert", model_dirs["bert"])
+    exporter = HierarchyPreservingExporter(strict=True)
+    exporter.export_with_hierarchy(model, bert_inputs(), tmp_path / "bert.onnx", dynamo=False)
+    record = export_record(tmp_path / "bert.onnx")
+    assert record["rules"] == "bert" and record["model_type"] == "bert" and record["root"] == ""
+    assert record["model_class"] == f"{type(model).__module__}.{type(model).__qualname__}"
+
+    # The second layer's activation gone: its nodes are missing from encoder.layer.1 only.
+    model.encoder.layer[1].intermediate.intermediate_act_fn = nn.Identity()
+    with pytest.raises(AttributionError, match=r"repeated blocks of 'bert'.*encoder\.layer\.1 differs"):
+        exporter.export_with_hierarchy(model, bert_inputs(), tmp_path / "uneven.onnx", dynamo=False)
+    assert not (tmp_path / "uneven.onnx").exists()
+    with caplog.at_level(logging.WARNING, logger="optimum_hierarchy"):
+        HierarchyPreservingExporter().export_with_hierarchy(
+            model, bert_inputs(), tmp_path / "uneven.onnx", dynamo=False
+        )
+    assert "encoder.layer.1 differs from encoder.layer.0" in caplog.text
+    assert export_record(tmp_path / "uneven.onnx")["rules"] == "bert"
+
+
+def test_export_record_is_the_optimum_pipelines(
+    model_dirs: dict[str, Path], cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """The same model exported with HierarchyPreservingExporter and with optimum-cli --hierarchy: the same record."""
+    model = load_torch_model("bert", model_dirs["bert"])
+    HierarchyPreservingExporter().export_with_hierarchy(model, bert_inputs(), tmp_path / "bert.onnx", dynamo=False)
+    expected = export_record(cli_exports["bert"] / "model.onnx")
+    assert expected["rules"] == "bert"
+    assert export_record(tmp_path / "bert.onnx") == expected
