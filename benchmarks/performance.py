@@ -16,7 +16,7 @@ Measurements, per model:
 * ``export``: wall time and peak RSS of one export in a fresh process, ``export_with_hierarchy``
   (what ``optimum-cli export onnx --hierarchy`` runs) over Optimum's ``main_export`` with the same
   arguments, without and with ``optimize="O2"``;
-* ``passes``: annotating the plain export's file in place (``annotate_onnx_file``: read, attribute,
+* ``passes``: annotating the plain export's file in place (``annotate_file``: read, attribute,
   write atomically) over one ``onnx.load`` + ``onnx.save`` of the same file; and the same for a
   copy of the file with its weights in external data (``load_external_data=False``);
 * ``latency``: ONNX Runtime (CPU) inference of the annotated file over the plain one, same inputs;
@@ -25,13 +25,13 @@ Measurements, per model:
   ``onnx.load(path, load_external_data=False)``; and the time of one subtree query.
 
 Scaling: GPT-2 configs of hidden size 64 with 12, 48, 96 and 192 layers (3k to 50k nodes); the
-attribution pass (``annotate_onnx_model`` on the loaded graph, I/O excluded) in microseconds per
+attribution pass (``annotate_proto`` on the loaded graph, I/O excluded) in microseconds per
 node, and a module query on the largest one.
 
 ``--dynamo`` adds, for BERT and GPT-2 (no past), torch's dynamo exporter: wall time and peak RSS of
 ``HierarchyPreservingExporter(...).export_with_hierarchy(..., dynamo=True)`` over a plain
 ``torch.onnx.export(..., dynamo=True)`` + ``save`` in fresh processes (both with onnxscript's
-optimizer, the default), and annotating the plain dynamo file after the fact (``restore_hierarchy``)
+optimizer, the default), and annotating the plain dynamo file after the fact (``annotate_hierarchy``)
 over one ``onnx.load`` + ``onnx.save`` of it.
 
 ``--large`` adds a GPT-2 of about 3.3 GB (hidden size 1600, 24 layers), whose export writes its
@@ -151,7 +151,7 @@ def measure_dynamo(name: str, model_dir: Path, work: Path, repeats: int) -> dict
         }
     import onnx
 
-    from optimum_hierarchy import restore_hierarchy
+    from optimum_hierarchy import annotate_hierarchy
 
     plain = work / "dynamo_plain.onnx"
     scratch = work / "dynamo_scratch"
@@ -164,7 +164,7 @@ def measure_dynamo(name: str, model_dir: Path, work: Path, repeats: int) -> dict
     def annotate() -> float:
         target = scratch / "model.onnx"
         shutil.copy(plain, target)
-        return timed(lambda: restore_hierarchy(target))
+        return timed(lambda: annotate_hierarchy(target))
 
     row["annotate dynamo file / load+save"] = paired(repeats, load_save, annotate)
     return row
@@ -260,7 +260,7 @@ def measure_passes(plain: Path, model_dir: Path, scratch: Path, repeats: int, *,
     """Annotating a copy of the plain file in place vs one load + save of it (optionally with external data)."""
     import onnx
 
-    from optimum_hierarchy.annotate import annotate_onnx_file
+    from optimum_hierarchy.annotate import annotate_file
     from optimum_hierarchy.restore import tree_from_config
     from optimum_hierarchy.schema import ExportInfo
 
@@ -291,7 +291,7 @@ def measure_passes(plain: Path, model_dir: Path, scratch: Path, repeats: int, *,
 
     def passes() -> float:
         fresh_copy()
-        return timed(lambda: annotate_onnx_file(target, tree, export))
+        return timed(lambda: annotate_file(target, tree, export))
 
     result = paired(repeats, floor, passes)
     for path in (source, target, saved):
@@ -402,7 +402,7 @@ def measure_passes_in_place(plain: Path, model_dir: Path, repeats: int) -> dict[
     """For a file with external data: annotate a copy of the graph file beside the data (never copied)."""
     import onnx
 
-    from optimum_hierarchy.annotate import annotate_onnx_file
+    from optimum_hierarchy.annotate import annotate_file
     from optimum_hierarchy.restore import tree_from_config
     from optimum_hierarchy.schema import ExportInfo
 
@@ -419,7 +419,7 @@ def measure_passes_in_place(plain: Path, model_dir: Path, repeats: int) -> dict[
 
     def passes() -> float:
         shutil.copyfile(plain, target)
-        return timed(lambda: annotate_onnx_file(target, tree, export))
+        return timed(lambda: annotate_file(target, tree, export))
 
     result = paired(repeats, floor, passes)
     target.unlink(missing_ok=True)
@@ -431,7 +431,7 @@ def measure_scaling(work: Path, layers: tuple[int, ...], repeats: int) -> list[d
     from optimum.exporters.onnx import main_export
 
     from optimum_hierarchy import HierarchyRetriever
-    from optimum_hierarchy.annotate import annotate_onnx_file, annotate_onnx_model
+    from optimum_hierarchy.annotate import annotate_file, annotate_proto
     from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.demo import build_tiny_model
     from optimum_hierarchy.schema import ExportInfo
@@ -457,11 +457,11 @@ def measure_scaling(work: Path, layers: tuple[int, ...], repeats: int) -> list[d
             with read_model_file(out / "model.onnx") as source:
                 nodes = len(source.proto.graph.node)
                 start = time.perf_counter()
-                annotate_onnx_model(source.proto, tree, export)
+                annotate_proto(source.proto, tree, export)
                 times.append(time.perf_counter() - start)
         annotated = work / f"gpt2_{n}_annotated.onnx"
         shutil.copyfile(out / "model.onnx", annotated)
-        annotate_onnx_file(annotated, tree, export)
+        annotate_file(annotated, tree, export)
         retriever = HierarchyRetriever(annotated)
         row = {
             "layers": n,

@@ -16,7 +16,7 @@ parameter drawn from N(0, 0.02)) and saved with ``save_pretrained`` (no hub, no 
   arguments (the reference for file sizes and ONNX Runtime outputs);
 * the unoptimized exports (``--quantize`` can add optimized ones) are quantized dynamically with
   ``ORTQuantizer`` (avx2, per tensor); the annotated one is then re-attributed with
-  :func:`optimum_hierarchy.restore.restore_hierarchy`;
+  :func:`optimum_hierarchy.restore.annotate_hierarchy`;
 * the plain O2 export is annotated after the fact (retrofit), once with the module tree rebuilt
   from the graph's names (no ``config.json``) and once with the model's config, and its nodes'
   modules are compared with those of the annotated O2 export (the exact answer).
@@ -24,7 +24,7 @@ parameter drawn from N(0, 0.02)) and saved with ``save_pretrained`` (no hub, no 
 For every annotated file the table gives: nodes, % attributed, nodes by attribution source, nodes
 that replaced several export-time nodes (``pkg.optimum_hierarchy.sources`` present), the size
 overhead over the plain file, whether ONNX Runtime (CPU) gives bit-identical outputs for both
-files on the same random inputs (and the largest difference), and the time ``restore_hierarchy``
+files on the same random inputs (and the largest difference), and the time ``annotate_hierarchy``
 takes on the file with its node metadata removed (what ONNX Runtime's optimizer leaves) against
 one ``onnx.load`` + ``onnx.save`` of it.
 
@@ -317,17 +317,17 @@ def strip_node_metadata(source: Path, target: Path) -> None:
 
 
 def time_restore(annotated: Path, scratch: Path) -> dict[str, Any]:
-    """Time ``restore_hierarchy`` on ``annotated`` stripped of its node metadata, against one load + save."""
+    """Time ``annotate_hierarchy`` on ``annotated`` stripped of its node metadata, against one load + save."""
     import onnx
 
-    from optimum_hierarchy.restore import restore_hierarchy
+    from optimum_hierarchy.restore import annotate_hierarchy
 
     if scratch.exists():
         shutil.rmtree(scratch)
     target = scratch / annotated.name
     strip_node_metadata(annotated, target)
     start = time.perf_counter()
-    restore_hierarchy(target)
+    annotate_hierarchy(target)
     restore_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -360,7 +360,7 @@ def run_model(name: str, work_root: Path, levels: list[str], quantize_from: list
     from optimum.exporters.onnx import main_export
 
     from optimum_hierarchy import export_with_hierarchy
-    from optimum_hierarchy.restore import restore_hierarchy
+    from optimum_hierarchy.restore import annotate_hierarchy
 
     _, _, task = MODELS[name]
     work = Work(work_root / name)
@@ -394,7 +394,7 @@ def run_model(name: str, work_root: Path, levels: list[str], quantize_from: list
         def run(out: Path) -> dict[str, Any]:
             quantize(source, out)
             start = time.perf_counter()
-            files = restore_hierarchy(out)
+            files = annotate_hierarchy(out)
             seconds = time.perf_counter() - start
             return {
                 "restore_s": seconds,
@@ -423,7 +423,7 @@ def run_model(name: str, work_root: Path, levels: list[str], quantize_from: list
             row["size_overhead_pct"] = 100.0 * (row["size"] - row["plain_size"]) / row["plain_size"]
             log(f"  {variant}: ONNX Runtime outputs ...")
             row["outputs"] = compare_outputs(annotated, plain, name, config)
-            log(f"  {variant}: timing restore_hierarchy ...")
+            log(f"  {variant}: timing annotate_hierarchy ...")
             row["timing"] = time_restore(annotated, work.root / "timing")
         except Exception as e:
             traceback.print_exc()
@@ -459,7 +459,7 @@ def run_model(name: str, work_root: Path, levels: list[str], quantize_from: list
             continue
         measure(variant, qh_dir, qp_dir, {"quantize_record": record})
 
-    result["retrofit"] = retrofit(work, export_dirs, model_dir, restore_hierarchy)
+    result["retrofit"] = retrofit(work, export_dirs, model_dir, annotate_hierarchy)
     return result
 
 

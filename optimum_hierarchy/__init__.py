@@ -7,10 +7,11 @@ first use of the names below. ``export_with_hierarchy``, ``export_model_with_hie
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from optimum_hierarchy.lazy import lazy_getattr
+
+__version__ = "0.2.0"
 
 _LAZY = {
     "AttributeNodesPass": "optimum_hierarchy.passes.attribute_nodes",
@@ -23,13 +24,16 @@ _LAZY = {
     "HierarchyRetriever": "optimum_hierarchy.retriever",
     "ModuleInfo": "optimum_hierarchy.modules",
     "ModuleTree": "optimum_hierarchy.modules",
-    "annotate_onnx_file": "optimum_hierarchy.annotate",
+    "annotate_file": "optimum_hierarchy.annotate",
+    "annotate_hierarchy": "optimum_hierarchy.restore",
     "capture_module_tree": "optimum_hierarchy.capture.module_tree",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
     "export_task_with_hierarchy": "optimum_hierarchy.exporters.task_export",
     "export_with_hierarchy": "optimum_hierarchy.exporters.export",
     "hierarchy_onnx_config": "optimum_hierarchy.exporters.onnx_config",
     "read_hierarchy": "optimum_hierarchy.read",
+    # 0.1's names, deprecated (they warn when called; removed in 0.3): not in __all__
+    "annotate_onnx_file": "optimum_hierarchy.annotate",
     "restore_hierarchy": "optimum_hierarchy.restore",
 }
 
@@ -45,18 +49,18 @@ __all__ = [
     "ModuleInfo",
     "ModuleTree",
     "__version__",
-    "annotate_onnx_file",
+    "annotate_file",
+    "annotate_hierarchy",
     "capture_module_tree",
     "export_model_with_hierarchy",
     "export_task_with_hierarchy",
     "export_with_hierarchy",
     "hierarchy_onnx_config",
     "read_hierarchy",
-    "restore_hierarchy",
 ]
 
 if TYPE_CHECKING:
-    from optimum_hierarchy.annotate import annotate_onnx_file
+    from optimum_hierarchy.annotate import annotate_file
     from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
     from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
@@ -66,16 +70,11 @@ if TYPE_CHECKING:
     from optimum_hierarchy.modules import ModuleInfo, ModuleTree
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
     from optimum_hierarchy.read import read_hierarchy
+    from optimum_hierarchy.restore import annotate_hierarchy
     from optimum_hierarchy.schema import AttributionSource, AttributionSummary, ExportInfo, HierarchyMetadata
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'optimum_hierarchy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "annotate_file",
     "annotate_model_file",
     "annotate_onnx_file",
     "annotate_onnx_model",
+    "annotate_proto",
     "check_block_consistency",
     "load_model_proto",
 ]
@@ -16,12 +18,13 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import onnx
 import onnx_ir as ir
 
 from optimum_hierarchy.atomic import atomic_write
-from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
+from optimum_hierarchy.errors import AttributionError, InvalidModelFileError, warn_deprecated
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.provenance import decode_provenance
 from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks, fused_node_rules
@@ -68,7 +71,7 @@ def _write_metadata(model: ir.Model, proto: onnx.ModelProto) -> None:
     replace_props(proto.metadata_props, model.metadata_props, Level.MODEL)
 
 
-def annotate_onnx_model(
+def annotate_proto(
     proto: onnx.ModelProto,
     tree: ModuleTree,
     export: ExportInfo | None = None,
@@ -119,8 +122,22 @@ _CREATED = {AttributionSource.FUSION.value, AttributionSource.RULE.value}
 
 
 def _check_rules(path: Path, proto: onnx.ModelProto, rules: ArchitectureRules, strict: bool) -> None:
-    nodes = ((read_props(node), node.op_type) for node, _ in iter_proto_nodes(proto.graph))
+    weights = {initializer.name for initializer in proto.graph.initializer}
+    nodes = (
+        (read_props(node), node.op_type)
+        for node, _ in iter_proto_nodes(proto.graph)
+        if not _aliases_a_weight(node, weights)
+    )
     check_block_consistency(str(path), nodes, rules, strict)
+
+
+def _aliases_a_weight(node: onnx.NodeProto, weights: set[str]) -> bool:
+    """An ``Identity`` of a stored weight: the exporter's way of storing two equal parameters once.
+
+    Which parameters are equal is a property of the weights (a freshly initialized model's zero
+    biases), not of the modules, so such nodes are left out of the repeated-block comparison.
+    """
+    return node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in weights
 
 
 def check_block_consistency(
@@ -148,7 +165,7 @@ def check_block_consistency(
     logger.warning("%s", message)
 
 
-def annotate_onnx_file(
+def annotate_file(
     path: str | os.PathLike[str],
     tree: ModuleTree,
     export: ExportInfo | None = None,
@@ -158,6 +175,7 @@ def annotate_onnx_file(
     source: ModelFile | None = None,
     after_the_fact: bool = False,
     scope_names: bool = False,
+    new_file: bool = False,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
@@ -167,44 +185,30 @@ def annotate_onnx_file(
     or quantized since its last annotation is re-attributed from the provenance that annotation
     stored. With ``rules``, their consistency checks run on the result (a warning, or
     :class:`AttributionError` when ``strict``). ``source`` is the file as the caller already read it
-    with :func:`~optimum_hierarchy.wire.read_model_file` (its proto is updated in place).
+    with :func:`~optimum_hierarchy.wire.read_model_file` (its proto is updated in place; the caller
+    closes it). ``new_file``: ``source`` holds the bytes an exporter is about to write to ``path``
+    (nothing is there yet); the file is written in any case, atomically but without waiting for the
+    disk, as the exporter itself would.
     """
-    path = Path(path)
-    model_file = source if source is not None else read_model_file(path)
-    try:
-        return annotate_model_file(
-            model_file,
-            path,
-            tree,
-            export,
-            strict=strict,
-            rules=rules,
-            after_the_fact=after_the_fact,
-            scope_names=scope_names,
-        )
-    finally:
-        if source is None:
-            model_file.close()
+    if new_file and source is None:
+        raise ValueError("new_file=True needs the source the exporter is about to write")
+    if source is None:
+        with read_model_file(path) as model_file:
+            return _annotate_source(model_file, Path(path), tree, export, strict, rules, after_the_fact, scope_names)
+    return _annotate_source(source, Path(path), tree, export, strict, rules, after_the_fact, scope_names, new_file)
 
 
-def annotate_model_file(
+def _annotate_source(  # noqa: PLR0917  # annotate_file's parameters, passed on
     source: ModelFile,
-    path: str | os.PathLike[str],
+    path: Path,
     tree: ModuleTree,
-    export: ExportInfo | None = None,
-    *,
-    strict: bool = False,
-    rules: ArchitectureRules | None = None,
-    after_the_fact: bool = False,
-    scope_names: bool = False,
+    export: ExportInfo | None,
+    strict: bool,
+    rules: ArchitectureRules | None,
+    after_the_fact: bool,
+    scope_names: bool,
     new_file: bool = False,
 ) -> AttributionSummary:
-    """Annotate the model ``source`` holds and write it to ``path`` if that changed anything.
-
-    ``new_file``: ``source`` holds the bytes an exporter is about to write to ``path``; the file is
-    written in any case, atomically but without waiting for the disk (as the exporter itself would).
-    """
-    path = Path(path)
     if source.size > PROTOBUF_LIMIT:
         raise InvalidModelFileError(
             f"{path}: {source.size / 2**30:.1f} GiB in one file, over protobuf's 2 GB limit: neither ONNX Runtime "
@@ -212,7 +216,7 @@ def annotate_model_file(
             "(onnx.save_model(model, path, save_as_external_data=True)) and annotate that."
         )
     proto = source.proto
-    summary, modified = annotate_onnx_model(
+    summary, modified = annotate_proto(
         proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names, where=str(path)
     )
     if rules is not None:
@@ -224,3 +228,40 @@ def annotate_model_file(
             raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e
     logger.info("%s: %s", path, summary.describe())
     return summary
+
+
+# --- the names of 0.1, deprecated (removed in 0.3) ---------------------------------------------------
+
+
+def annotate_onnx_file(
+    path: str | os.PathLike[str],
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    **kwargs: Any,
+) -> AttributionSummary:
+    """Deprecated: :func:`annotate_file` (same parameters)."""
+    warn_deprecated("optimum_hierarchy.annotate_onnx_file", "annotate_file")
+    return annotate_file(path, tree, export, **kwargs)
+
+
+def annotate_model_file(
+    source: ModelFile,
+    path: str | os.PathLike[str],
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    **kwargs: Any,
+) -> AttributionSummary:
+    """Deprecated: :func:`annotate_file` with ``source=``."""
+    warn_deprecated("optimum_hierarchy.annotate.annotate_model_file", "annotate_file(path, tree, source=source)")
+    return annotate_file(path, tree, export, source=source, **kwargs)
+
+
+def annotate_onnx_model(
+    proto: onnx.ModelProto,
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    **kwargs: Any,
+) -> tuple[AttributionSummary, bool]:
+    """Deprecated: :func:`annotate_proto` (same parameters)."""
+    warn_deprecated("optimum_hierarchy.annotate.annotate_onnx_model", "annotate_proto")
+    return annotate_proto(proto, tree, export, **kwargs)

@@ -1,8 +1,9 @@
-"""Exceptions raised by optimum_hierarchy."""
+"""Exceptions raised by optimum_hierarchy, and the warning its deprecated names give."""
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ __all__ = [
     "SchemaError",
     "has_optimum_onnx",
     "require_optimum_onnx",
+    "warn_deprecated",
 ]
 
 
@@ -72,4 +74,16 @@ def require_optimum_onnx(feature: str) -> None:
         "On optimum 2.3 / transformers 5, "
         "export with `optimum-cli hierarchy export --model DIR --task TASK OUT/` "
         "(optimum_hierarchy.export_task_with_hierarchy) instead."
+    )
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """A ``DeprecationWarning`` at the caller of the deprecated name ``old``: use ``new``, ``old`` goes in 0.3.
+
+    Names renamed in 0.2 keep working for one release (README, "Deprecated names").
+    """
+    warnings.warn(
+        f"{old} is deprecated and will be removed in optimum-hierarchy 0.3; use {new}.",
+        DeprecationWarning,
+        stacklevel=3,
     )

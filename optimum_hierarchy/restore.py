@@ -1,6 +1,6 @@
 """Give ONNX files their hierarchy back: after an optimization or quantization, or when nobody annotated them.
 
-``restore_hierarchy(path)`` is the one call after ``ORTOptimizer.optimize`` / ``ORTQuantizer.quantize``
+``annotate_hierarchy(path)`` is the one call after ``ORTOptimizer.optimize`` / ``ORTQuantizer.quantize``
 (``optimum-cli onnxruntime optimize|quantize`` runs it by itself, ``optimum-cli hierarchy annotate``
 is the command). For each ONNX file:
 
@@ -20,7 +20,7 @@ is the command). For each ONNX file:
 
 from __future__ import annotations
 
-__all__ = ["restore_hierarchy", "restore_if_annotated", "tree_from_config", "tree_from_names"]
+__all__ = ["annotate_hierarchy", "restore_hierarchy", "restore_if_annotated", "tree_from_config", "tree_from_names"]
 
 import logging
 import os
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_onnx_file
+from optimum_hierarchy.annotate import annotate_file
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
-from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
+from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError, warn_deprecated
 from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata, tree_from_dynamo
 from optimum_hierarchy.exporters.export_info import make_export_info, rules_of
 from optimum_hierarchy.exporters.results import AnnotatedFile
@@ -41,6 +41,7 @@ from optimum_hierarchy.schema import (
     ModuleTree,
     ParameterInfo,
     decode_model_metadata,
+    read_props,
 )
 from optimum_hierarchy.scope import ScopeResolver, call_suffix_base, producer_name_of_output, scope_segments
 from optimum_hierarchy.walk import check_text, iter_proto_nodes
@@ -49,7 +50,7 @@ from optimum_hierarchy.wire import ModelFile, read_model_file
 logger = logging.getLogger(__name__)
 
 
-def restore_hierarchy(
+def annotate_hierarchy(
     path: str | os.PathLike[str],
     *,
     config: str | os.PathLike[str] | None = None,
@@ -86,6 +87,18 @@ def restore_hierarchy(
         return [_restore_file(f, config_path, strict, scope_names) for f in files]
 
 
+def restore_hierarchy(
+    path: str | os.PathLike[str],
+    *,
+    config: str | os.PathLike[str] | None = None,
+    strict: bool = False,
+    scope_names: bool = False,
+) -> list[AnnotatedFile]:
+    """Deprecated (0.1's name): :func:`annotate_hierarchy`, as ``optimum-cli hierarchy annotate`` is named."""
+    warn_deprecated("optimum_hierarchy.restore_hierarchy", "annotate_hierarchy")
+    return annotate_hierarchy(path, config=config, strict=strict, scope_names=scope_names)
+
+
 def _config_file(config: Path) -> Path:
     candidate = config / "config.json" if config.is_dir() else config
     if not candidate.is_file():
@@ -107,7 +120,7 @@ def restore_if_annotated(path: str | os.PathLike[str]) -> AnnotatedFile | None:
 
 def _metadata(path: Path, proto: onnx.ModelProto) -> HierarchyMetadata | None:
     try:
-        return decode_model_metadata({p.key: p.value for p in proto.metadata_props}, source=str(path))
+        return decode_model_metadata(read_props(proto), source=str(path))
     except MissingHierarchyError:
         return None
 
@@ -123,7 +136,7 @@ def _restore_file(
     meta = _metadata(path, proto)
     if meta is not None:
         rules = rules_of(meta.export)
-        summary = annotate_onnx_file(
+        summary = annotate_file(
             path, meta.tree, meta.export, strict=strict, rules=rules, source=source, scope_names=scope_names
         )
         return AnnotatedFile(path=path, root=meta.export.root, summary=summary, rules=meta.export.rules)
@@ -134,7 +147,7 @@ def _restore_file(
     if config is not None:
         tree, model_type, model_class = tree_from_config(config)
         tree_origin = str(config)
-    elif has_dynamo_metadata(nodes_metadata := [_props(node) for node, _ in iter_proto_nodes(proto.graph)]):
+    elif has_dynamo_metadata(nodes_metadata := [read_props(node) for node, _ in iter_proto_nodes(proto.graph)]):
         tree = tree_from_dynamo(nodes_metadata, _parameters_from_initializers(proto))
         tree_origin = "the dynamo exporter's node metadata"
     else:
@@ -142,7 +155,7 @@ def _restore_file(
         tree_origin = "the graph's names"
     root = _best_root(tree, proto)
     export, rules = make_export_info(root, model_type, model_class)
-    summary = annotate_onnx_file(
+    summary = annotate_file(
         path, tree, export, strict=strict, rules=rules, source=source, after_the_fact=True, scope_names=scope_names
     )
     logger.info(
@@ -218,10 +231,6 @@ def _parameters_from_initializers(proto: onnx.ModelProto) -> dict[str, list[Para
                 ParameterInfo(name=leaf, shape=tuple(init.dims), dtype=_numpy_dtype_name(init.data_type))
             )
     return parameters
-
-
-def _props(node: onnx.NodeProto) -> dict[str, str]:
-    return {p.key: p.value for p in node.metadata_props}
 
 
 def _numpy_dtype_name(data_type: int) -> str | None:

@@ -1,4 +1,5 @@
-"""The only code that reads or writes optimum_hierarchy metadata in ONNX models.
+"""optimum_hierarchy metadata in ONNX models: every key, its encoding, and how it is carried; the rest of the
+package reads and writes it through the functions here (a graph rewrite may copy entries as they are).
 
 Layout (schema version 1):
 
@@ -84,6 +85,7 @@ __all__ = [
     "namespace_of",
     "read_props",
     "replace_props",
+    "set_prop",
     "update_props",
     "write_node",
 ]
@@ -580,6 +582,11 @@ def replace_props(entries: Entries, values: Mapping[str, str], level: Level) -> 
     """
     kept = [(p.key, p.value) for p in entries if not is_ours(p.key, level)]
     _rewrite(entries, kept, sorted((k, v) for k, v in values.items() if is_ours(k, level)))
+
+
+def set_prop(entries: Entries, key: str, value: str) -> None:
+    """Set ``key`` in a proto's ``metadata_props`` to ``value``: its old entries removed, the new one last."""
+    _rewrite(entries, [(p.key, p.value) for p in entries if p.key != key], [(key, value)])
 
 
 def update_props(props: MutableMapping[str, str], values: Mapping[str, str]) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from optimum_hierarchy import annotate_onnx_file, read_hierarchy
+from optimum_hierarchy import annotate_file, read_hierarchy
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 
 
@@ -18,7 +18,7 @@ def test_annotating_again_changes_nothing(cli_exports: dict[str, Path], tmp_path
     before = path.read_bytes()
     stat = path.stat()
     hierarchy = read_hierarchy(path)
-    summary = annotate_onnx_file(path, hierarchy.tree, hierarchy.export)
+    summary = annotate_file(path, hierarchy.tree, hierarchy.export)
     assert summary.attributed == summary.nodes > 100
     assert path.read_bytes() == before
     assert path.stat().st_mtime_ns == stat.st_mtime_ns  # not even rewritten
@@ -33,7 +33,7 @@ def test_plain_export_can_be_annotated_afterwards(
     with pytest.raises(MissingHierarchyError, match="--hierarchy"):
         read_hierarchy(path)
     reference = read_hierarchy(cli_exports["vit"] / "model.onnx")
-    annotate_onnx_file(path, reference.tree, reference.export)
+    annotate_file(path, reference.tree, reference.export)
     assert read_hierarchy(path).nodes == reference.nodes
 
 
@@ -51,7 +51,7 @@ def test_bad_files(tmp_path: Path, content: bytes | None, message: str, cli_expo
         path.write_bytes(content)
     tree = read_hierarchy(cli_exports["vit"] / "model.onnx").tree
     with pytest.raises(InvalidModelFileError, match=message) as info:
-        annotate_onnx_file(path, tree)
+        annotate_file(path, tree)
     assert str(path) in str(info.value)
     with pytest.raises(InvalidModelFileError):
         read_hierarchy(path)
@@ -63,7 +63,7 @@ def test_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HierarchyError, match="is a directory"):
         read_hierarchy(tmp_path)
     with pytest.raises(InvalidModelFileError, match="not a file"):
-        annotate_onnx_file(
+        annotate_file(
             tmp_path,
             read_hierarchy.__globals__["schema"].ModuleTree([read_hierarchy.__globals__["schema"].ModuleInfo("", "R")]),
         )
@@ -87,8 +87,8 @@ def test_written_files_keep_normal_permissions(
     path = tmp_path / "model.onnx"
     shutil.copy(plain_exports["bert"] / "model.onnx", path)
     path.chmod(0o640)
-    from optimum_hierarchy import restore_hierarchy
+    from optimum_hierarchy import annotate_hierarchy
 
-    restore_hierarchy(path)
+    annotate_hierarchy(path)
     assert read_hierarchy(path).metadata.summary is not None
     assert path.stat().st_mode & 0o777 == 0o640

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 from support import make_feeds, run_cli
 
-from optimum_hierarchy import HierarchyRetriever, restore_hierarchy
+from optimum_hierarchy import HierarchyRetriever, annotate_hierarchy
 from optimum_hierarchy.schema import NODE_MODULE_KEY
 
 DATA = "model.onnx_data"
@@ -69,7 +69,7 @@ def test_annotating_after_the_fact_reads_no_weight(plain_exports: dict[str, Path
     model = _external_copy(plain_exports["bert"], tmp_path / "ext")
     refs = _external_refs(model)
     with _data_absent(model.parent):
-        [annotated] = restore_hierarchy(model.parent)
+        [annotated] = annotate_hierarchy(model.parent)
         assert annotated.summary.coverage == 1.0
         retriever = HierarchyRetriever(model)
         assert retriever.get_nodes_by_module("encoder.layer.0.attention.self.query")

@@ -97,10 +97,10 @@ def test_optimized_and_reattributed_metadata_is_unchanged(
     from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    from optimum_hierarchy import restore_hierarchy
+    from optimum_hierarchy import annotate_hierarchy
 
     out = tmp_path_factory.mktemp("golden_o2")
     model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
     ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), out)
-    restore_hierarchy(out)
+    annotate_hierarchy(out)
     check("o2-bert", out / "model_optimized.onnx", (*EXPORT, "onnxruntime"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from optimum_hierarchy import read_hierarchy, restore_hierarchy
+from optimum_hierarchy import annotate_hierarchy, read_hierarchy
 from optimum_hierarchy.errors import SchemaError
 from optimum_hierarchy.provenance import (
     NodeTable,
@@ -96,9 +96,9 @@ def test_restoring_twice_changes_nothing(cli_exports: dict[str, Path], tmp_path:
     model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
     ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), tmp_path)
     path = tmp_path / "model_optimized.onnx"
-    (first,) = restore_hierarchy(path)
+    (first,) = annotate_hierarchy(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    (second,) = restore_hierarchy(tmp_path)
+    (second,) = annotate_hierarchy(tmp_path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
     assert first.summary == second.summary
     assert first.summary.by_source.get("fusion", 0) > 0
@@ -162,6 +162,6 @@ def test_module_outputs_are_recorded_at_export_and_kept_through_optimization(
     ORTOptimizer.from_pretrained(source, file_names=["model.onnx"]).optimize(
         AutoOptimizationConfig.O2(), save_dir=tmp_path / "o2"
     )
-    restore_hierarchy(tmp_path / "o2")
+    annotate_hierarchy(tmp_path / "o2")
     optimized = onnx.load(str(tmp_path / "o2" / "model_optimized.onnx"), load_external_data=False)
     assert decode_module_outputs({p.key: p.value for p in optimized.metadata_props}) == outputs

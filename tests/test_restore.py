@@ -1,4 +1,4 @@
-"""restore_hierarchy / `optimum-cli hierarchy annotate` on files nobody annotated, and bad input."""
+"""annotate_hierarchy / `optimum-cli hierarchy annotate` on files nobody annotated, and bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper
 from support import run_cli
 
-from optimum_hierarchy import read_hierarchy, restore_hierarchy
+from optimum_hierarchy import annotate_hierarchy, read_hierarchy
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
 from optimum_hierarchy.restore import tree_from_names
 from optimum_hierarchy.rules import RULES_PATH_ENV
@@ -32,7 +32,7 @@ def test_plain_export_gets_the_same_modules_as_an_export_with_hierarchy(
     name: str, config: bool, plain_exports: dict[str, Path], cli_exports: dict[str, Path], tmp_path: Path
 ) -> None:
     path = _copy(plain_exports[name], tmp_path / name, config=config)
-    (record,) = restore_hierarchy(path)
+    (record,) = annotate_hierarchy(path)
     assert record.summary.coverage == 1.0
     assert set(record.summary.by_source) <= {"name", "rule", "context", "parameter"}
     exact = {n.name: n.module for n in read_hierarchy(cli_exports[name] / "model.onnx").nodes}
@@ -79,7 +79,7 @@ def test_a_users_rules_file_applies_without_code(
 
 def _annotated_copy(source: Path, target: Path):
     shutil.copytree(source, target)
-    restore_hierarchy(target)
+    annotate_hierarchy(target)
     return read_hierarchy(target / "model_optimized.onnx")
 
 
@@ -107,14 +107,14 @@ def test_tree_from_names_undoes_the_exporters_quirks() -> None:
 
 def test_bad_input(tmp_path: Path, plain_exports: dict[str, Path]) -> None:
     with pytest.raises(InvalidModelFileError, match="no such file or directory"):
-        restore_hierarchy(tmp_path / "missing")
+        annotate_hierarchy(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidModelFileError, match=r"no \.onnx file"):
-        restore_hierarchy(tmp_path / "empty")
+        annotate_hierarchy(tmp_path / "empty")
     path = _copy(plain_exports["bert"], tmp_path / "bert", config=False)
     before = path.read_bytes()
     with pytest.raises(HierarchyError, match=r"no config\.json there"):
-        restore_hierarchy(path, config=tmp_path / "empty")
+        annotate_hierarchy(path, config=tmp_path / "empty")
     assert path.read_bytes() == before
     completed = run_cli("hierarchy", "annotate", str(tmp_path / "missing"), check=False)
     assert completed.returncode == 1
@@ -137,7 +137,7 @@ def o2_bert(cli_exports: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     out = tmp_path_factory.mktemp("o2_bert")
     model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
     ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), out)
-    restore_hierarchy(out / "model_optimized.onnx")
+    annotate_hierarchy(out / "model_optimized.onnx")
     return out
 
 
@@ -164,7 +164,7 @@ def test_scope_names_option_renames_fused_nodes_after_their_module(o2_bert: Path
     for a, b in zip(session.run(None, make_feeds(session)), outputs, strict=True):
         np.testing.assert_array_equal(a, b)
     content = path.read_bytes()
-    restore_hierarchy(path, scope_names=True)  # idempotent
+    annotate_hierarchy(path, scope_names=True)  # idempotent
     assert path.read_bytes() == content
 
 
@@ -173,7 +173,7 @@ def test_scope_names_spell_each_scope_as_the_exporter_did(o2_bert: Path, tmp_pat
     module_key = "pkg.optimum_hierarchy.module"
     path = Path(shutil.copytree(o2_bert, tmp_path / "o2")) / "model_optimized.onnx"
     before = [n.name for n in onnx.load(str(path)).graph.node]
-    restore_hierarchy(path, scope_names=True)
+    annotate_hierarchy(path, scope_names=True)
     nodes = onnx.load(str(path)).graph.node
     modules = [{p.key: p.value for p in n.metadata_props}[module_key] for n in nodes]
     names = [n.name for n in nodes]
@@ -210,6 +210,6 @@ def test_scope_names_spell_each_scope_as_the_exporter_did(o2_bert: Path, tmp_pat
         del node.metadata_props[:]
     onnx.save(model, str(names_only / "model.onnx"))
     shutil.copy(path.parent / "config.json", names_only / "config.json")
-    restore_hierarchy(names_only)
+    annotate_hierarchy(names_only)
     again = {n.name: (n.module, n.source) for n in read_hierarchy(names_only / "model.onnx").nodes}
     assert [again[names[i]] for i in renamed] == [(modules[i], "name") for i in renamed]

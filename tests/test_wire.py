@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from support import make_feeds
 
-from optimum_hierarchy import read_hierarchy, restore_hierarchy
+from optimum_hierarchy import annotate_hierarchy, read_hierarchy
 from optimum_hierarchy.errors import InvalidModelFileError
 from optimum_hierarchy.wire import parse_model_bytes, read_model_file, write_model_file
 
@@ -109,6 +109,6 @@ def test_parse_bytes_and_the_hierarchy_through_light_reads(cli_exports: dict[str
     for node in proto.graph.node:
         del node.metadata_props[:]
     onnx.save(proto, str(copy))
-    restore_hierarchy(copy)
+    annotate_hierarchy(copy)
     assert onnx.load(str(copy)) == onnx.load(str(path))
     assert read_hierarchy(copy).nodes == read_hierarchy(path).nodes

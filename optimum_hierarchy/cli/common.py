@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-""":data:`optimum_hierarchy.tools.session.OPTIMIZATION_LEVELS`, written again: that module imports numpy and onnx."""
+""":data:`optimum_hierarchy.tools.runtime.OPTIMIZATION_LEVELS`, written again: that module imports numpy and onnx."""
 
 
 def model_argument(parser: ArgumentParser, name: str = "model", help_text: str = "An annotated .onnx file.") -> None:

@@ -69,10 +69,10 @@ class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
     def run(self) -> None:
         from optimum_hierarchy.cli.output import print_annotated_files, print_error
         from optimum_hierarchy.errors import HierarchyError
-        from optimum_hierarchy.restore import restore_hierarchy
+        from optimum_hierarchy.restore import annotate_hierarchy
 
         try:
-            files = restore_hierarchy(
+            files = annotate_hierarchy(
                 self.args.path, config=self.args.config, strict=self.args.strict, scope_names=self.args.scope_names
             )
         except HierarchyError as e:

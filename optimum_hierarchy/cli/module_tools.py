@@ -18,7 +18,7 @@ from optimum_hierarchy.cli.common import json_argument, optimization_level_argum
 
 
 def _model_file(path: Path) -> Path:
-    from optimum_hierarchy.tools.session import model_file
+    from optimum_hierarchy.tools.runtime import model_file
 
     return model_file(path)
 

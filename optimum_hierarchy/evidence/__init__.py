@@ -20,8 +20,9 @@ importing one source does not load the others, and no source is in an import cyc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from optimum_hierarchy.lazy import lazy_getattr
 
 _LAZY = {
     "EvidenceSource": "optimum_hierarchy.evidence.base",
@@ -38,10 +39,4 @@ if TYPE_CHECKING:
     from optimum_hierarchy.evidence.sources import direct_sources
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -8,8 +8,9 @@ an import cycle with it. ``export_with_hierarchy`` and ``export_model_with_hiera
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from optimum_hierarchy.lazy import lazy_getattr
 
 _LAZY = {
     "AnnotatedFile": "optimum_hierarchy.exporters.results",
@@ -33,10 +34,4 @@ if TYPE_CHECKING:
     from optimum_hierarchy.exporters.session import hierarchy_export_session
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -44,7 +44,7 @@ from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.provenance import decode_provenance
 from optimum_hierarchy.rules import fused_node_rules
-from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
+from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, read_props
 from optimum_hierarchy.walk import iter_ir_sites
 from optimum_hierarchy.wire import PROTOBUF_LIMIT
 
@@ -142,7 +142,7 @@ def annotate_program(
     fused = fused_node_rules(export.model_type)
     AttributeNodesPass(tree, export, strict=strict, fused_rules=fused)(program.model)
     if optimize:
-        provenance = decode_provenance(dict(program.model.metadata_props))
+        provenance = decode_provenance(read_props(program.model))
         program.optimize()
         AttributeNodesPass(tree, export, strict=strict, provenance=provenance, fused_rules=fused)(program.model)
     summary: AttributionSummary = program.model.meta[SUMMARY_META_KEY]

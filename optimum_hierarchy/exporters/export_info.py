@@ -1,7 +1,7 @@
 """What an annotated file records about its export (``ExportInfo``), and the rules for its model type.
 
 The one place both are built: every exporter (Optimum's pipeline, ``HierarchyPreservingExporter``,
-``hierarchy export``) and ``restore_hierarchy`` take them from :func:`make_export_info`, and pass
+``hierarchy export``) and ``annotate_hierarchy`` take them from :func:`make_export_info`, and pass
 the rules on to the annotation so that their consistency checks run wherever they are recorded.
 A file annotated again gets its rules from the record it carries (:func:`rules_of`).
 """

@@ -38,7 +38,7 @@ require_optimum_onnx("The hierarchy OnnxConfig classes (optimum_hierarchy.export
 from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig, ViTOnnxConfig  # noqa: E402
 from optimum.exporters.tasks import TasksManager  # noqa: E402
 
-from optimum_hierarchy.annotate import annotate_model_file, annotate_onnx_file  # noqa: E402
+from optimum_hierarchy.annotate import annotate_file  # noqa: E402
 from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path, qualified_class_name  # noqa: E402
 from optimum_hierarchy.exporters.export_info import make_export_info  # noqa: E402
 from optimum_hierarchy.exporters.results import AnnotatedFile  # noqa: E402
@@ -151,18 +151,21 @@ class HierarchyModelPatcher:
         """Annotate ``path`` in place, or, given the exporter's bytes as ``source``, write them annotated."""
         session = current_session()
         target = export_target(self._model, self._config, self._tree, path)
-        if source is None:
-            if session is not None:
-                session.note_written(path)  # the exporter wrote it: removed if the export fails
-            summary = annotate_onnx_file(path, target.tree, target.export, strict=target.strict, rules=target.rules)
-        else:
-            summary = annotate_model_file(
-                source, path, target.tree, target.export, strict=target.strict, rules=target.rules, new_file=True
-            )
-            if session is not None:
-                # Only now is the file there this export's: a failure before the rename leaves what was
-                # at ``path`` (an earlier export's file) as it was, and the session must not remove it.
-                session.note_written(path)
+        if source is None and session is not None:
+            session.note_written(path)  # the exporter wrote it: removed if the export fails
+        summary = annotate_file(
+            path,
+            target.tree,
+            target.export,
+            strict=target.strict,
+            rules=target.rules,
+            source=source,
+            new_file=source is not None,
+        )
+        if source is not None and session is not None:
+            # Only now is the file there this export's: a failure before the rename leaves what was
+            # at ``path`` (an earlier export's file) as it was, and the session must not remove it.
+            session.note_written(path)
         if session is not None:
             session.note_annotated(
                 AnnotatedFile(path=path, root=target.root, summary=summary, rules=target.export.rules)

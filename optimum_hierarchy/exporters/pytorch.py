@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimum_hierarchy.annotate import annotate_onnx_file, load_model_proto
+from optimum_hierarchy.annotate import annotate_file, load_model_proto
 from optimum_hierarchy.atomic import write_through_temporary
 from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyExportError
@@ -137,7 +137,7 @@ class HierarchyPreservingExporter:
                     torch.onnx.export(model, args, str(tmp), dynamo=False, **export_kwargs)
             finally:
                 model.train(was_training)
-            summaries.append(annotate_onnx_file(tmp, tree, export, strict=self.strict, rules=rules))
+            summaries.append(annotate_file(tmp, tree, export, strict=self.strict, rules=rules))
 
         write_through_temporary(path, write)
         summary = summaries[0]

@@ -18,13 +18,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimum_hierarchy.annotate import annotate_onnx_file
+from optimum_hierarchy.annotate import annotate_file
 from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
 from optimum_hierarchy.exporters.export_info import make_export_info, model_type_of, rules_of
 from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
 from optimum_hierarchy.provenance import encode_provenance, provenance_from_node_metadata
-from optimum_hierarchy.schema import PROVENANCE_KEY, ModuleTree, decode_model_metadata
+from optimum_hierarchy.schema import PROVENANCE_KEY, ModuleTree, decode_model_metadata, read_props, set_prop
 from optimum_hierarchy.wire import ModelFile, read_model_file
 
 if TYPE_CHECKING:
@@ -123,17 +123,13 @@ class ExportSession:
         (their provenance replaces the stored one)."""
         with read_model_file(path) as source:
             if from_nodes:
-                props = source.proto.metadata_props
-                kept = [(p.key, p.value) for p in props if p.key != PROVENANCE_KEY]
-                del props[:]
-                for key, value in kept:
-                    props.add(key=key, value=value)
-                props.add(key=PROVENANCE_KEY, value=encode_provenance(provenance_from_node_metadata(source.proto)))
+                provenance = encode_provenance(provenance_from_node_metadata(source.proto))
+                set_prop(source.proto.metadata_props, PROVENANCE_KEY, provenance)
             self.note_annotated(self._finalize_file(path, source))
 
     def _finalize_file(self, path: Path, source: ModelFile) -> AnnotatedFile:
         try:
-            meta = decode_model_metadata({p.key: p.value for p in source.proto.metadata_props}, source=str(path))
+            meta = decode_model_metadata(read_props(source.proto), source=str(path))
             tree, export = meta.tree, meta.export
             rules = rules_of(export)
         except MissingHierarchyError:
@@ -143,7 +139,7 @@ class ExportSession:
                 ) from None
             tree = self.root_tree()
             export, rules = make_export_info("", model_type_of(self.root_model), qualified_class_name(self.root_model))
-        summary = annotate_onnx_file(path, tree, export, strict=self.strict, rules=rules, source=source)
+        summary = annotate_file(path, tree, export, strict=self.strict, rules=rules, source=source)
         return AnnotatedFile(path=path, root=export.root, summary=summary, rules=export.rules)
 
     def discard_written(self) -> None:

@@ -6,8 +6,9 @@ Re-exported lazily: this ``__init__`` imports none of its submodules, so importi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from optimum_hierarchy.lazy import lazy_getattr
 
 _LAZY = {"AttributeNodesPass": "optimum_hierarchy.passes.attribute_nodes"}
 
@@ -17,10 +18,4 @@ if TYPE_CHECKING:
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)

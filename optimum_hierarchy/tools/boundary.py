@@ -118,7 +118,7 @@ def tensor_types(proto: onnx.ModelProto, names: Iterable[str]) -> dict[str, onnx
     Weights in external data are not read: for such a model, initializers are replaced by graph
     inputs of the same type for this purpose.
     """
-    from optimum_hierarchy.tools.session import make_session
+    from optimum_hierarchy.tools.runtime import make_session
 
     wanted = list(dict.fromkeys(names))
     known = {v.name: v.type for v in (*proto.graph.input, *proto.graph.output, *proto.graph.value_info)}

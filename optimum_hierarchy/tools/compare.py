@@ -44,7 +44,7 @@ from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import module_boundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
-from optimum_hierarchy.tools.session import run_with_tensors
+from optimum_hierarchy.tools.runtime import run_with_tensors
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
-from optimum_hierarchy.tools.session import make_session, ort_errors, run_with_tensors
+from optimum_hierarchy.tools.runtime import make_session, ort_errors, run_with_tensors
 from optimum_hierarchy.walk import subgraphs
 
 

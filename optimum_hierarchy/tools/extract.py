@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
+from optimum_hierarchy.annotate import annotate_proto, load_model_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
@@ -101,7 +101,7 @@ def extract_module(model: str | os.PathLike[str] | onnx.ModelProto, module: str)
     metadata = retriever.hierarchy.metadata
     # Re-annotate from the full model's provenance: every node is kept, so it keeps its module and
     # source (fused nodes too), and the summary and provenance now describe the extracted graph.
-    annotate_onnx_model(extracted, metadata.tree, metadata.export)
+    annotate_proto(extracted, metadata.tree, metadata.export)
     return ExtractedModule(module=module, model=extracted, boundary=boundary)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata, read_props
@@ -75,7 +75,7 @@ def convert_fp16(
         node_block_list=list(selection.nodes_to_exclude) if selection is not None else None,
         disable_shape_infer=external,  # shape inference needs the model in memory, under 2 GB
     )
-    summary, _ = annotate_onnx_model(converted, meta.tree, meta.export, where=str(target))
+    summary, _ = annotate_proto(converted, meta.tree, meta.export, where=str(target))
     kinds = collections.Counter(
         onnx.TensorProto.DataType.Name(t.data_type).lower()
         for t in converted.graph.initializer

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata, decode_node, read_props
@@ -102,7 +102,7 @@ def quantize_int4(
         )
         quantizer.process()
         quantized_proto = quantizer.model.model
-    summary, _ = annotate_onnx_model(quantized_proto, meta.tree, meta.export, where=str(target))
+    summary, _ = annotate_proto(quantized_proto, meta.tree, meta.export, where=str(target))
     use_external = external or quantized_proto.ByteSize() >= PROTOBUF_LIMIT
     save_onnx(quantized_proto, target, external_data=use_external)
     nodes = tuple(

@@ -3,7 +3,7 @@
 ONNX Runtime optimizes the graph when it creates a session (it fuses nodes and names the new ones), so
 the node names in its profile are those of the graph it runs, not those of the file. That graph is
 saved (``SessionOptions.optimized_model_filepath``) into a temporary directory and re-attributed from
-the provenance the file carries (:func:`~optimum_hierarchy.annotate.annotate_onnx_model`), exactly as
+the provenance the file carries (:func:`~optimum_hierarchy.annotate.annotate_proto`), exactly as
 after ``ORTOptimizer``; each kernel event is then mapped by node name to that graph and its module.
 
 *Node time* is the sum of the kernel events of the measured runs (warm-up runs are excluded by the
@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 import onnx
 
-from optimum_hierarchy.annotate import annotate_onnx_model, load_model_proto
+from optimum_hierarchy.annotate import annotate_proto, load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarchy
 from optimum_hierarchy.schema import Level, ModuleTree, decode_model_metadata, read_props, replace_props
 from optimum_hierarchy.tools.inputs import generate_inputs
-from optimum_hierarchy.tools.session import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
+from optimum_hierarchy.tools.runtime import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
 from optimum_hierarchy.walk import iter_proto_nodes, subgraphs
 from optimum_hierarchy.wire import read_model_file
 
@@ -231,7 +231,7 @@ def profile_model(
         saved = load_model_proto(saved_path)
     # The saved graph keeps model metadata; copy ours anyway so that re-attribution reads the file's own.
     replace_props(saved.metadata_props, read_props(proto), Level.MODEL)
-    summary, _ = annotate_onnx_model(saved, metadata.tree, metadata.export)
+    summary, _ = annotate_proto(saved, metadata.tree, metadata.export)
     logger.info("%s: graph run by ONNX Runtime (%s): %s", file, optimization_level, summary.describe())
     hierarchy = read_hierarchy(saved)
 

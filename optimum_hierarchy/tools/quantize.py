@@ -137,7 +137,7 @@ def quantize_by_module(
     ``infer_types``: type every tensor first with ONNX Runtime's symbolic shape inference, which the
     quantizer needs after contrib operators (``Attention``, ``SkipLayerNormalization``); by default
     only when the graph has such operators. ``restore``: re-attribute the output file
-    (``restore_hierarchy``) so that it keeps its hierarchy.
+    (``annotate_hierarchy``) so that it keeps its hierarchy.
     """
     source = Path(quantizer.onnx_model_path)
     if selection is not None and (exclude_modules or include_modules):

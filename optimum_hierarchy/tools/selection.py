@@ -36,7 +36,7 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.modules import ancestors
 from optimum_hierarchy.read import NodeAttribution
@@ -118,7 +118,7 @@ def _load_attributed(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[o
         logger.info("%s: %d nodes carry no attribution; re-attributing in memory from the provenance", source, stale)
         if path is None:
             proto = copy.deepcopy(proto)
-        annotate_onnx_model(proto, meta.tree, meta.export)
+        annotate_proto(proto, meta.tree, meta.export)
     return proto, path
 
 

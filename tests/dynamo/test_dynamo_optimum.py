@@ -18,7 +18,7 @@ from dynamo_cases import DynamoCase
 from dynamo_support import created_regions, lca, load, module_of, name_scope_module, source_of, sources_of, within
 from support import load_torch_model, run_cli
 
-from optimum_hierarchy import read_hierarchy, restore_hierarchy
+from optimum_hierarchy import annotate_hierarchy, read_hierarchy
 
 pytestmark = [pytest.mark.cli, pytest.mark.optimum_onnx]  # optimum-cli export onnx --dynamo
 
@@ -156,7 +156,7 @@ def test_onnxruntime_transformers_optimizer_on_a_dynamo_export(
     target = tmp_path / "model.onnx"
     optimized = optimize_model(str(case.annotated_optimized), model_type=model_type, num_heads=4, hidden_size=64)
     optimized.save_model_to_file(str(target))
-    restore_hierarchy(target)
+    annotate_hierarchy(target)
     before, after = load(case.annotated_optimized), load(target)
     assert {(n.name, n.op_type) for n in after.graph.node} != {(n.name, n.op_type) for n in before.graph.node}
     _check_against(before, after)
@@ -173,7 +173,7 @@ def test_dynamic_int8_quantization_of_a_dynamo_export(
     shutil.copy(case.annotated_optimized, source)
     target = tmp_path / "model.onnx"
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
-    restore_hierarchy(target)
+    annotate_hierarchy(target)
     before, after = load(case.annotated_optimized), load(target)
     assert any(n.op_type == "MatMulInteger" for n in after.graph.node)
     assert _check_against(before, after) > 0

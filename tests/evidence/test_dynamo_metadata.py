@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from support import OPTIMUM_CLI
 
-from optimum_hierarchy import restore_hierarchy, schema
+from optimum_hierarchy import annotate_hierarchy, schema
 from optimum_hierarchy.evidence.dynamo_metadata import (
     MAX_ITEMS,
     NAME_SCOPES_KEY,
@@ -159,7 +159,7 @@ def test_a_plain_dynamo_file_annotated_after_the_fact(dynamo_cases: dict[str, Dy
     case = dynamo_cases["bert"]
     path = tmp_path / "model.onnx"
     shutil.copy(case.plain_optimized, path)
-    (record,) = restore_hierarchy(path)
+    (record,) = annotate_hierarchy(path)
     model = load(path)
     classes = {p: f"{type(m).__module__}.{type(m).__qualname__}" for p, m in case.model.named_modules()}
     tree = schema.decode_model_metadata(schema.read_props(model)).tree

@@ -142,6 +142,30 @@ def test_torchscript_export_records_the_rules_and_checks_repeated_blocks(
     assert export_record(tmp_path / "uneven.onnx")["rules"] == "bert"
 
 
+def test_repeated_block_check_ignores_weights_stored_once(tmp_path: Path) -> None:
+    """A freshly initialized BERT has equal parameters (zero biases, LayerNorm weights of one) that the
+    exporter stores once, reading the others through Identity nodes; those differ between blocks by
+    chance of the values, and the strict check must not take them for a difference of structure."""
+    import onnx
+    import transformers
+
+    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128)
+    model = transformers.BertModel(config).eval()  # as initialized: biases 0, LayerNorm weights 1
+    path = tmp_path / "fresh.onnx"
+    HierarchyPreservingExporter(strict=True).export_with_hierarchy(model, bert_inputs(), path, dynamo=False)
+
+    proto = onnx.load(str(path))
+    weights = {i.name for i in proto.graph.initializer}
+    aliases: dict[str, int] = {}
+    for node in proto.graph.node:
+        if node.op_type == "Identity" and node.input[0] in weights:
+            module = {p.key: p.value for p in node.metadata_props}["pkg.optimum_hierarchy.module"]
+            layer = next((f"layer.{i}" for i in range(2) if f"encoder.layer.{i}." in module), "other")
+            aliases[layer] = aliases.get(layer, 0) + 1
+    assert aliases.get("layer.0", 0) != aliases.get("layer.1", 0), aliases  # the case this test is about
+    assert export_record(path)["rules"] == "bert"
+
+
 def test_export_record_is_the_optimum_pipelines(
     model_dirs: dict[str, Path], cli_exports: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ import pytest
 from fusion_support import expected_fusions, graph_nodes, within
 from support import MODELS, make_feeds, run_cli, task_of
 
-from optimum_hierarchy import HierarchyRetriever, export_with_hierarchy, read_hierarchy, restore_hierarchy
+from optimum_hierarchy import HierarchyRetriever, annotate_hierarchy, export_with_hierarchy, read_hierarchy
 from optimum_hierarchy.demo import build_tiny_model
 
 pytestmark = pytest.mark.optimum_onnx  # Optimum's export, ORTOptimizer and ORTQuantizer
@@ -122,7 +122,7 @@ def after_the_fact(exports3: dict[str, Path], tmp_path_factory: pytest.TempPathF
         files[f"{name}_O4"] = _ort_optimize(exports3[name], name, "O4", out / f"{name}_O4")
         files[f"{name}_quant"] = _ort_quantize(exports3[name], out / f"{name}_quant")
         for key in (f"{name}_O4", f"{name}_quant"):
-            restore_hierarchy(files[key].parent)
+            annotate_hierarchy(files[key].parent)
     return files
 
 
@@ -362,7 +362,7 @@ def test_unannotated_optimized_export_is_annotated_from_names(
             if with_config:
                 run_cli("hierarchy", "annotate", str(target), "--config", str(models3[name]))
             else:
-                restore_hierarchy(target)
+                annotate_hierarchy(target)
             nodes = graph_nodes(target / "model.onnx")
             # Left unattributed only where nothing but the root, spread from neighbours, was around: nodes
             # the provenance itself puts at the root (BERT's attention-mask ReduceSum after O2).
@@ -411,7 +411,7 @@ def test_static_quantization_qdq_and_qlinear(
     for a, b in zip(*outputs, strict=True):
         np.testing.assert_array_equal(a, b)
 
-    restore_hierarchy(tmp_path / "annotated")
+    annotate_hierarchy(tmp_path / "annotated")
     before = {n["name"]: n for n in graph_nodes(exports3["bert"] / "model.onnx")}
     nodes = graph_nodes(tmp_path / "annotated" / "model.onnx")
     assert all(n["module"] is not None for n in nodes)

@@ -313,7 +313,7 @@ def test_a_scope_naming_no_module_is_said_on_a_fresh_export(caplog: pytest.LogCa
     """On a fresh TorchScript export a scope is the exporter's record of the call: one that names no module of
     the tree contradicts it, so the pass says so (a warning naming the node), rather than silently taking what
     the neighbours give; the same name in a file annotated after the fact is only a name, and nothing is said."""
-    from optimum_hierarchy.annotate import annotate_onnx_model
+    from optimum_hierarchy.annotate import annotate_proto
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"], name="/nope/Relu")],
@@ -323,9 +323,9 @@ def test_a_scope_naming_no_module_is_said_on_a_fresh_export(caplog: pytest.LogCa
     )
     tree = ModuleTree([ModuleInfo("", "Root"), ModuleInfo("enc", "Encoder")])
     with caplog.at_level("WARNING", logger="optimum_hierarchy"):
-        annotate_onnx_model(helper.make_model(graph), tree, ExportInfo())
+        annotate_proto(helper.make_model(graph), tree, ExportInfo())
     assert "/nope/Relu" in caplog.text and "matches no module of the tree" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="optimum_hierarchy"):
-        annotate_onnx_model(helper.make_model(graph), tree, ExportInfo(), after_the_fact=True)
+        annotate_proto(helper.make_model(graph), tree, ExportInfo(), after_the_fact=True)
     assert "matches no module" not in caplog.text

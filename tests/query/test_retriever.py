@@ -127,11 +127,11 @@ def test_diff_counts_nodes_per_module(cli_exports: dict[str, Path], tmp_path: Pa
     from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    from optimum_hierarchy import restore_hierarchy
+    from optimum_hierarchy import annotate_hierarchy
 
     model = ORTModelForFeatureExtraction.from_pretrained(cli_exports["bert"])
     ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), tmp_path)
-    restore_hierarchy(tmp_path)
+    annotate_hierarchy(tmp_path)
     before = HierarchyRetriever(cli_exports["bert"] / "model.onnx")
     after = HierarchyRetriever(tmp_path / "model_optimized.onnx")
     rows = {d.path: d for d in before.diff(after)}

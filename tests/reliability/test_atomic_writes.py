@@ -25,7 +25,7 @@ import torch
 from reliability.faults import interrupt, paused_cli, temporaries
 from support import run_cli
 
-from optimum_hierarchy import HierarchyPreservingExporter, HierarchyRetriever, read_hierarchy, restore_hierarchy
+from optimum_hierarchy import HierarchyPreservingExporter, HierarchyRetriever, annotate_hierarchy, read_hierarchy
 from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
 from optimum_hierarchy.html import write_html
@@ -124,7 +124,7 @@ def test_annotate_keeps_the_old_file(plain_exports: dict[str, Path], tmp_path: P
     shutil.copy(plain_exports["bert"] / "model.onnx", path)
     before = _digest(path)
     with pytest.raises(InvalidModelFileError, match="cannot be written"):
-        restore_hierarchy(path)
+        annotate_hierarchy(path)
     assert _digest(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 

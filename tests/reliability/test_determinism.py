@@ -19,7 +19,7 @@ import onnx
 import pytest
 from support import OPTIMUM_CLI, task_of
 
-from optimum_hierarchy import export_with_hierarchy, restore_hierarchy, schema
+from optimum_hierarchy import annotate_hierarchy, export_with_hierarchy, schema
 
 
 def _hierarchy_metadata(path: Path) -> tuple[list[tuple[str, str]], list[list[tuple[str, str]]]]:
@@ -74,8 +74,8 @@ def test_metadata_is_canonical_json_and_in_key_order(cli_exports: dict[str, Path
 
 _RESTORE = """
 import sys
-from optimum_hierarchy import restore_hierarchy
-restore_hierarchy(sys.argv[1] if len(sys.argv) > 1 else {path!r}, scope_names={scope_names})
+from optimum_hierarchy import annotate_hierarchy
+annotate_hierarchy(sys.argv[1] if len(sys.argv) > 1 else {path!r}, scope_names={scope_names})
 """
 
 
@@ -117,6 +117,6 @@ def test_annotation_does_not_depend_on_the_hash_seed_and_is_idempotent(
         results.append((copy / name).read_bytes())
     assert results[0] == results[1]
     again = tmp_path / "seed1" / name
-    (record,) = restore_hierarchy(again, scope_names=case.endswith("scope_names"))
+    (record,) = annotate_hierarchy(again, scope_names=case.endswith("scope_names"))
     assert again.read_bytes() == results[0]
     assert record.summary.attributed == record.summary.nodes > 20

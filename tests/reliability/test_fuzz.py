@@ -31,13 +31,13 @@ from reliability.graphs import (
 )
 from reliability.reference_reattribute import reference_reattribute
 
-from optimum_hierarchy import HierarchyRetriever, annotate_onnx_file, read_hierarchy, schema
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy import HierarchyRetriever, annotate_file, read_hierarchy, schema
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError, MissingHierarchyError, SchemaError
 from optimum_hierarchy.evidence.context import ONLY_THE_ROOT
 from optimum_hierarchy.passes.reattribute import reattribute
 from optimum_hierarchy.provenance import NodeTable, Provenance, ProvenanceNode, decode_provenance, encode_provenance
-from optimum_hierarchy.restore import restore_hierarchy
+from optimum_hierarchy.restore import annotate_hierarchy
 from optimum_hierarchy.schema import AttributionSource, ExportInfo
 
 SOURCES = {s.value for s in AttributionSource}
@@ -67,7 +67,7 @@ def _check_accounted_for(proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], 
 def _annotate(proto: onnx.ModelProto, **kwargs: bool) -> tuple[onnx.ModelProto, schema.AttributionSummary]:
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    summary, _ = annotate_onnx_model(out, TREE, ExportInfo(), **kwargs)
+    summary, _ = annotate_proto(out, TREE, ExportInfo(), **kwargs)
     return out, summary
 
 
@@ -100,7 +100,7 @@ def test_graphs_with_evidence_are_fully_attributed(data: st.DataObject) -> None:
     # Annotating the annotated model changes nothing.
     again = onnx.ModelProto()
     again.CopyFrom(annotated)
-    _, modified = annotate_onnx_model(again, TREE, ExportInfo(), strict=True)
+    _, modified = annotate_proto(again, TREE, ExportInfo(), strict=True)
     assert not modified
     assert again.SerializeToString() == annotated.SerializeToString()
 
@@ -128,7 +128,7 @@ def test_files_round_trip_through_the_reader_and_the_retriever(
     path = tmp_path_factory.mktemp("fuzz") / "model.onnx"
     proto = random_model(data, dangling=True)
     onnx.save(proto, str(path))
-    annotate_onnx_file(path, TREE, ExportInfo())
+    annotate_file(path, TREE, ExportInfo())
     written = path.read_bytes()
     stored = onnx.load(str(path))
     expected = [
@@ -154,7 +154,7 @@ def test_files_round_trip_through_the_reader_and_the_retriever(
     for module in TREE:
         stats = retriever.get_module_stats(module)
         assert stats.subtree_nodes == len(retriever.get_nodes_by_module(module, subtree=True))
-    annotate_onnx_file(path, TREE, ExportInfo())  # idempotent, byte for byte
+    annotate_file(path, TREE, ExportInfo())  # idempotent, byte for byte
     assert path.read_bytes() == written
 
 
@@ -167,7 +167,7 @@ def _ancestors(module: str) -> list[str]:
 def test_annotation_from_names_alone_writes_what_it_can_read(
     data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """``restore_hierarchy`` on a file nobody annotated, no config.json: the tree comes from the names."""
+    """``annotate_hierarchy`` on a file nobody annotated, no config.json: the tree comes from the names."""
     directory = tmp_path_factory.mktemp("names")
     path = directory / "model.onnx"
     proto = random_model(data, dangling=True)
@@ -178,7 +178,7 @@ def test_annotation_from_names_alone_writes_what_it_can_read(
             proto.graph.initializer.append(onnx.TensorProto(name=odd, data_type=1, dims=[1]))
     onnx.save(proto, str(path))
     try:
-        (record,) = restore_hierarchy(path)
+        (record,) = annotate_hierarchy(path)
     except InvalidModelFileError as e:  # an unknown data type: onnx_ir cannot read the graph
         assert str(path) in str(e)
         assert onnx.load(str(path)) == proto
@@ -367,7 +367,7 @@ def test_malformed_model_metadata_gets_a_schema_error(data: st.DataObject) -> No
     else:
         _exercise(hierarchy)
     try:
-        annotate_onnx_model(proto, TREE, ExportInfo())  # reads the provenance
+        annotate_proto(proto, TREE, ExportInfo())  # reads the provenance
     except SchemaError as e:
         assert schema.PROVENANCE_KEY in str(e)
 

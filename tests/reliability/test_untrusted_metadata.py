@@ -25,8 +25,8 @@ import pytest
 from support import run_cli
 
 import optimum_hierarchy
-from optimum_hierarchy import HierarchyRetriever, read_hierarchy, restore_hierarchy, schema
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy import HierarchyRetriever, annotate_hierarchy, read_hierarchy, schema
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.errors import HierarchyError, SchemaError
 from optimum_hierarchy.html import render_html
 
@@ -164,7 +164,7 @@ def test_malformed_model_metadata(case: str, bert: onnx.ModelProto) -> None:
     start = time.monotonic()
     with pytest.raises(SchemaError) as info:
         read_hierarchy(proto)
-        annotate_onnx_model(proto, read_hierarchy(bert).tree)  # reads the provenance, which reading does not
+        annotate_proto(proto, read_hierarchy(bert).tree)  # reads the provenance, which reading does not
     assert time.monotonic() - start < 10.0
     assert key in str(info.value) and words in str(info.value), str(info.value)
 
@@ -230,7 +230,7 @@ def test_text_that_is_not_utf8(where: str, cli_exports: dict[str, Path], tmp_pat
         HierarchyRetriever(path)
     assert str(path) in str(info.value) or schema.EXPORT_KEY in str(info.value)
     with pytest.raises(HierarchyError):
-        restore_hierarchy(path)
+        annotate_hierarchy(path)
     assert path.read_bytes() == before
     completed = run_cli("hierarchy", "annotate", str(path), check=False)
     assert completed.returncode == 1 and "error:" in completed.stderr and "Traceback" not in completed.stderr
@@ -317,7 +317,7 @@ def test_dynamo_exporter_keys_are_never_read(bert: onnx.ModelProto, tmp_path: Pa
     onnx.save(proto, str(path))
     HierarchyRetriever(path).group_operations_by_hierarchy()
     render_html(HierarchyRetriever(path), "t")
-    restore_hierarchy(path)
+    annotate_hierarchy(path)
     stored = onnx.load(str(path))
     for node in stored.graph.node[:3]:
         props = {p.key: p.value for p in node.metadata_props}
@@ -392,7 +392,7 @@ def test_remote_code_is_not_run_unless_asked(
     shutil.copy(plain_exports["bert"] / "model.onnx", model)
     before = model.read_bytes()
     with pytest.raises(HierarchyError, match="cannot be read as a transformers config"):
-        restore_hierarchy(model, config=directory)
+        annotate_hierarchy(model, config=directory)
     completed = run_cli("hierarchy", "annotate", str(model), "--config", str(directory), check=False)
     assert completed.returncode == 1 and "error:" in completed.stderr and "Traceback" not in completed.stderr
     output = tmp_path / "out"

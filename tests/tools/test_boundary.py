@@ -20,7 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import NODE_MODULE_KEY, ModuleInfo, ModuleTree
@@ -69,7 +69,7 @@ def _model() -> onnx.ModelProto:
     tree = ModuleTree(
         [ModuleInfo("", "Root"), *(ModuleInfo(p, "M") for p in ("enc", "enc.dense", "enc.act", "enc.branch", "head"))]
     )
-    annotate_onnx_model(model, tree)
+    annotate_proto(model, tree)
     return model
 
 

@@ -103,7 +103,7 @@ def bert_optimized_and_quantized(
     from optimum.onnxruntime import ORTOptimizer, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
 
-    from optimum_hierarchy import restore_hierarchy
+    from optimum_hierarchy import annotate_hierarchy
 
     out = tmp_path_factory.mktemp("compare_bert")
     ORTOptimizer.from_pretrained(cli_exports["bert"], file_names=["model.onnx"]).optimize(
@@ -112,7 +112,7 @@ def bert_optimized_and_quantized(
     ORTQuantizer.from_pretrained(cli_exports["bert"], file_name="model.onnx").quantize(
         AutoQuantizationConfig.avx512_vnni(is_static=False), save_dir=out / "q"
     )
-    restore_hierarchy(out)
+    annotate_hierarchy(out)
     return {"o2": out / "o2" / "model_optimized.onnx", "q": out / "q" / "model_quantized.onnx"}
 
 

@@ -92,13 +92,13 @@ def bert_o2(cli_exports: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import AutoOptimizationConfig
 
-    from optimum_hierarchy import restore_hierarchy
+    from optimum_hierarchy import annotate_hierarchy
 
     out = tmp_path_factory.mktemp("extract_o2")
     ORTOptimizer.from_pretrained(cli_exports["bert"], file_names=["model.onnx"]).optimize(
         AutoOptimizationConfig.O2(), save_dir=out
     )
-    restore_hierarchy(out)
+    annotate_hierarchy(out)
     return out / "model_optimized.onnx"
 
 

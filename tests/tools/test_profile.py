@@ -22,8 +22,8 @@ from explorer_support import check_with_model_explorer, load_node_data, node_nam
 from onnx import TensorProto, helper
 from support import run_cli
 
-from optimum_hierarchy import restore_hierarchy
-from optimum_hierarchy.annotate import annotate_onnx_model
+from optimum_hierarchy import annotate_hierarchy
+from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.errors import InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.schema import ModuleInfo, ModuleTree
 from optimum_hierarchy.tools import profile as profile_module
@@ -48,8 +48,8 @@ def bert_variants(cli_exports: dict[str, Path], tmp_path_factory: pytest.TempPat
     ORTOptimizer.from_pretrained(model).optimize(AutoOptimizationConfig.O2(), out / "o2")
     quantizer = ORTQuantizer.from_pretrained(cli_exports["bert"], file_name="model.onnx")
     quantizer.quantize(AutoQuantizationConfig.avx2(is_static=False, per_channel=False), out / "quant")
-    restore_hierarchy(out / "o2")
-    restore_hierarchy(out / "quant")
+    annotate_hierarchy(out / "o2")
+    annotate_hierarchy(out / "quant")
     return {
         "plain": cli_exports["bert"] / "model.onnx",
         "o2": out / "o2" / "model_optimized.onnx",
@@ -238,7 +238,7 @@ def _if_model(path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     tree = ModuleTree([ModuleInfo("", "Root"), *(ModuleInfo(m, m.upper()) for m in ("cond", "a", "b", "head"))])
-    annotate_onnx_model(model, tree)
+    annotate_proto(model, tree)
     onnx.save(model, str(path))
 
 

@@ -28,7 +28,7 @@ from onnx import helper as oh
 from support import load_torch_model, make_feeds, run_cli, task_of
 from transformers.pytorch_utils import Conv1D
 
-from optimum_hierarchy import export_with_hierarchy, restore_hierarchy
+from optimum_hierarchy import annotate_hierarchy, export_with_hierarchy
 from optimum_hierarchy.errors import HierarchyError, MissingHierarchyError
 
 pytestmark = pytest.mark.optimum_onnx  # Optimum's ONNX export and ORT integration
@@ -323,7 +323,7 @@ def test_config_merge_keeps_what_the_user_set(cli_exports: dict[str, Path]) -> N
 @pytest.fixture(scope="module")
 def if_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``If`` whose then-branch holds module ``a.lin`` and else-branch ``b.lin``, annotated from its names."""
-    from optimum_hierarchy.annotate import annotate_onnx_model
+    from optimum_hierarchy.annotate import annotate_proto
     from optimum_hierarchy.schema import ExportInfo, ModuleInfo, ModuleTree
 
     rng = np.random.default_rng(0)
@@ -355,7 +355,7 @@ def if_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ModuleInfo("b.lin", linear),
         ]
     )
-    summary, _ = annotate_onnx_model(proto, tree, ExportInfo())
+    summary, _ = annotate_proto(proto, tree, ExportInfo())
     assert summary.attributed == 3
     directory = tmp_path_factory.mktemp("if_model")
     onnx.save(proto, str(directory / "model.onnx"))
@@ -470,7 +470,7 @@ def test_cli_without_flags_is_unchanged(cli_exports: dict[str, Path], tmp_path: 
     completed = run_cli("onnxruntime", "quantize", "--avx512", "--onnx_model", str(source), "-o", str(tmp_path / "cli"))
     assert "Quantized by module" not in completed.stdout
     ORTQuantizer.from_pretrained(source, file_name="model.onnx").quantize(_config(), tmp_path / "api")
-    restore_hierarchy(tmp_path / "api")
+    annotate_hierarchy(tmp_path / "api")
     cli, api = (onnx.load(str(tmp_path / d / "model_quantized.onnx")) for d in ("cli", "api"))
     assert cli.graph == api.graph
     saved = json.loads((tmp_path / "cli" / "ort_config.json").read_text())["quantization"]

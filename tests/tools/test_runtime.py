@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
-from optimum_hierarchy.tools.session import (
+from optimum_hierarchy.tools.runtime import (
     OPTIMIZATION_LEVELS,
     make_session,
     model_file,
