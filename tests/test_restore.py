@@ -213,3 +213,41 @@ def test_scope_names_spell_each_scope_as_the_exporter_did(o2_bert: Path, tmp_pat
     annotate_hierarchy(names_only)
     again = {n.name: (n.module, n.source) for n in read_hierarchy(names_only / "model.onnx").nodes}
     assert [again[names[i]] for i in renamed] == [(modules[i], "name") for i in renamed]
+
+
+def test_scope_names_of_a_dynamo_export_are_the_torchscript_exporters(
+    task_exports: dict[str, Path], task_model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """A dynamo export's names carry no scope (`node_MatMul_12`); renamed, each node takes the scope that
+    torch's TorchScript exporter writes for its module, read here from a TorchScript export of the same
+    model (an independent definition: the exporter's own names, not the package's rule)."""
+    import torch
+    from task_cases import load_task_model
+
+    from optimum_hierarchy import HierarchyPreservingExporter
+
+    module_key = "pkg.optimum_hierarchy.module"
+    model = load_task_model("bert", task_model_dirs["bert"])
+    ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))
+    torchscript = tmp_path / "torchscript.onnx"
+    HierarchyPreservingExporter().export_with_hierarchy(model, (ids, torch.ones_like(ids)), torchscript, dynamo=False)
+    spelled: dict[str, set[str]] = {}  # module -> the scopes its nodes' names carry in the TorchScript export
+    for node in onnx.load(str(torchscript)).graph.node:
+        module = {p.key: p.value for p in node.metadata_props}.get(module_key)
+        if module and node.name.startswith("/"):
+            spelled.setdefault(module, set()).add(node.name[: node.name.rindex("/") + 1])
+
+    path = Path(shutil.copytree(task_exports["bert"], tmp_path / "dynamo")) / "model.onnx"
+    assert not [n.name for n in onnx.load(str(path)).graph.node if n.name.startswith("/")]  # no scopes yet
+    annotate_hierarchy(path, scope_names=True)
+    nodes = onnx.load(str(path)).graph.node
+    names = [n.name for n in nodes]
+    assert len(set(names)) == len(names)
+    assert not [n for n in names if re.search(r"/layer/\d+/", n)]
+    checked = 0
+    for node in nodes:
+        module = {p.key: p.value for p in node.metadata_props}.get(module_key)
+        if module and module in spelled:
+            assert node.name[: node.name.rindex("/") + 1] in spelled[module], (node.name, spelled[module])
+            checked += 1
+    assert checked >= len(nodes) // 2, (checked, len(nodes))
