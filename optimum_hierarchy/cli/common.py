@@ -11,6 +11,7 @@ __all__ = [
     "OPTIMIZATION_LEVELS",
     "json_argument",
     "model_argument",
+    "model_explorer_argument",
     "optimization_level_argument",
     "query",
     "shape_argument",
@@ -44,6 +45,18 @@ def shape_argument(parser: ArgumentParser, help_text: str) -> None:
 def optimization_level_argument(parser: ArgumentParser, help_text: str) -> None:
     """``--optimization-level``: ONNX Runtime's graph optimizations by name (default ``all``)."""
     parser.add_argument("--optimization-level", choices=OPTIMIZATION_LEVELS, default="all", help=help_text)
+
+
+def model_explorer_argument(parser: ArgumentParser, what: str) -> None:
+    """``--model-explorer OUT.json``: ``what`` each node gets in Model Explorer's per-node data."""
+    parser.add_argument(
+        "--model-explorer",
+        type=Path,
+        default=None,
+        metavar="OUT.json",
+        help=f"Also write {what} as Model Explorer's per-node data (open it beside the model with the "
+        "model-explorer-onnx adapter: see the README).",
+    )
 
 
 def query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], Any]) -> None:

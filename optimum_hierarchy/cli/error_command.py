@@ -15,7 +15,7 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum_hierarchy.cli.common import json_argument, shape_argument
+from optimum_hierarchy.cli.common import json_argument, model_explorer_argument, shape_argument
 
 ERROR_METRICS = ("local_rel_l2", "local_max_abs", "accumulated_rel_l2", "accumulated_max_abs")
 """optimum_hierarchy.tools.explorer.ERROR_METRICS (not imported: this module is imported at optimum-cli start-up)."""
@@ -33,14 +33,7 @@ class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is u
         shape_argument(parser, "A dimension of the generated inputs (batch_size=1, sequence_length=128); repeatable.")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs.")
         json_argument(parser)
-        parser.add_argument(
-            "--model-explorer",
-            type=Path,
-            default=None,
-            metavar="OUT.json",
-            help="Also write each node of the candidate with its module's error as Model Explorer's per-node data "
-            "(see the README).",
-        )
+        model_explorer_argument(parser, "each node of the candidate with its module's error")
         parser.add_argument(
             "--model-explorer-metric",
             choices=ERROR_METRICS,

@@ -13,7 +13,13 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum_hierarchy.cli.common import json_argument, optimization_level_argument, query, shape_argument
+from optimum_hierarchy.cli.common import (
+    json_argument,
+    model_explorer_argument,
+    optimization_level_argument,
+    query,
+    shape_argument,
+)
 
 _UNATTRIBUTED_ROWS = 20
 
@@ -42,14 +48,7 @@ class ProfileCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         )
         parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime's intra-op threads (its default).")
         json_argument(parser)
-        parser.add_argument(
-            "--model-explorer",
-            type=Path,
-            default=None,
-            metavar="OUT.json",
-            help="Also write each node's ms per run as Model Explorer's per-node data (open it beside the model "
-            "with the model-explorer-onnx adapter: see the README).",
-        )
+        model_explorer_argument(parser, "each node's ms per run")
 
     def run(self) -> None:
         from optimum_hierarchy.cli.output import report_node_data

@@ -56,3 +56,11 @@ def test_query_errors_are_a_message_and_exit_1(capsys: pytest.CaptureFixture[str
     assert info.value.code == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "module 'x' not found" in captured.err
+
+
+def test_model_explorer_argument_names_what_it_writes() -> None:
+    parser = ArgumentParser()
+    common.model_explorer_argument(parser, "each node's ms per run")
+    assert parser.parse_args([]).model_explorer is None
+    assert str(parser.parse_args(["--model-explorer", "out.json"]).model_explorer) == "out.json"
+    assert "each node's ms per run" in parser.format_help()
