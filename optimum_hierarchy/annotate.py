@@ -193,22 +193,18 @@ def annotate_file(
     if new_file and source is None:
         raise ValueError("new_file=True needs the source the exporter is about to write")
     if source is None:
-        with read_model_file(path) as model_file:
-            return _annotate_source(model_file, Path(path), tree, export, strict, rules, after_the_fact, scope_names)
-    return _annotate_source(source, Path(path), tree, export, strict, rules, after_the_fact, scope_names, new_file)
-
-
-def _annotate_source(  # noqa: PLR0917  # annotate_file's parameters, passed on
-    source: ModelFile,
-    path: Path,
-    tree: ModuleTree,
-    export: ExportInfo | None,
-    strict: bool,
-    rules: ArchitectureRules | None,
-    after_the_fact: bool,
-    scope_names: bool,
-    new_file: bool = False,
-) -> AttributionSummary:
+        with read_model_file(path) as opened:
+            return annotate_file(
+                path,
+                tree,
+                export,
+                strict=strict,
+                rules=rules,
+                source=opened,
+                after_the_fact=after_the_fact,
+                scope_names=scope_names,
+            )
+    path = Path(path)
     if source.size > PROTOBUF_LIMIT:
         raise InvalidModelFileError(
             f"{path}: {source.size / 2**30:.1f} GiB in one file, over protobuf's 2 GB limit: neither ONNX Runtime "

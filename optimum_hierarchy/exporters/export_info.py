@@ -8,8 +8,9 @@ A file annotated again gets its rules from the record it carries (:func:`rules_o
 
 from __future__ import annotations
 
-__all__ = ["make_export_info", "model_type_of", "rules_of"]
+__all__ = ["make_export_info", "model_export_info", "model_type_of", "rules_of"]
 
+from optimum_hierarchy.capture.module_tree import qualified_class_name
 from optimum_hierarchy.rules import ArchitectureRules, rules_for_model_type
 from optimum_hierarchy.schema import ExportInfo
 
@@ -31,6 +32,11 @@ def make_export_info(
         rules=rules.name if rules is not None else None,
     )
     return export, rules
+
+
+def model_export_info(model: object) -> tuple[ExportInfo, ArchitectureRules | None]:
+    """:func:`make_export_info` for a file holding the whole ``model`` (its type and class read from it)."""
+    return make_export_info("", model_type_of(model), qualified_class_name(model))
 
 
 def rules_of(export: ExportInfo) -> ArchitectureRules | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.annotate import annotate_file, load_model_proto
 from optimum_hierarchy.atomic import write_through_temporary
-from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
+from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import (
     annotate_program,
@@ -21,7 +21,7 @@ from optimum_hierarchy.exporters.dynamo import (
     export_program,
     save_program,
 )
-from optimum_hierarchy.exporters.export_info import make_export_info, model_type_of
+from optimum_hierarchy.exporters.export_info import model_export_info
 from optimum_hierarchy.rules import ArchitectureRules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
 
@@ -84,7 +84,7 @@ class HierarchyPreservingExporter:
         if opset is not None:
             export_kwargs.setdefault("opset_version", opset)
         tree = capture_module_tree(model)
-        export, rules = make_export_info("", model_type_of(model), qualified_class_name(model))
+        export, rules = model_export_info(model)
         if dynamo:
             self.last_summary, written = self._export_dynamo(
                 model, args, path, tree=tree, export=export, export_kwargs=export_kwargs

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optimum_hierarchy.annotate import annotate_file
-from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
+from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
-from optimum_hierarchy.exporters.export_info import make_export_info, model_type_of, rules_of
+from optimum_hierarchy.exporters.export_info import model_export_info, rules_of
 from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
 from optimum_hierarchy.provenance import encode_provenance, provenance_from_node_metadata
 from optimum_hierarchy.schema import PROVENANCE_KEY, ModuleTree, decode_model_metadata, read_props, set_prop
@@ -138,7 +138,7 @@ class ExportSession:
                     f"{path}: carries no hierarchy and the session never saw the model it came from"
                 ) from None
             tree = self.root_tree()
-            export, rules = make_export_info("", model_type_of(self.root_model), qualified_class_name(self.root_model))
+            export, rules = model_export_info(self.root_model)
         summary = annotate_file(path, tree, export, strict=self.strict, rules=rules, source=source)
         return AnnotatedFile(path=path, root=export.root, summary=summary, rules=export.rules)
 

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.atomic import directory_lock
-from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
+from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import LOGITS_TO_KEEP, annotate_program, export_program_with_axes, save_program
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
-from optimum_hierarchy.exporters.export_info import make_export_info, model_type_of
+from optimum_hierarchy.exporters.export_info import model_export_info
 from optimum_hierarchy.exporters.pytorch import replaced_forward
 from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
 
@@ -149,7 +149,7 @@ def export_task_with_hierarchy(
     spec = _spec(model, task)
     inputs = _dummy_inputs(model, spec, batch_size, sequence_length)
     tree = capture_module_tree(model)
-    export, _rules = make_export_info("", model_type_of(model), qualified_class_name(model))
+    export, _rules = model_export_info(model)
     export_kwargs: dict[str, Any] = {"input_names": list(inputs), "output_names": list(spec.outputs)}
     if opset is not None:
         export_kwargs["opset_version"] = opset

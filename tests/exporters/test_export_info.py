@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from optimum_hierarchy.exporters.export_info import make_export_info, model_type_of, rules_of
+from optimum_hierarchy.exporters.export_info import make_export_info, model_export_info, model_type_of, rules_of
 from optimum_hierarchy.rules import load_all_rules
 
 
@@ -40,3 +40,15 @@ def test_model_type_of() -> None:
     assert model_type_of(Model()) == "bert"
     assert model_type_of(object()) is None
     assert model_type_of(json) is None  # no config attribute
+
+
+def test_the_record_of_a_whole_model_reads_its_type_and_class() -> None:
+    class Config:
+        model_type = "bert"
+
+    class Model:
+        config = Config()
+
+    export, rules = model_export_info(Model())
+    assert (export.root, export.model_type, export.model_class) == ("", "bert", f"{__name__}.{Model.__qualname__}")
+    assert rules is not None and export.rules == rules.name == make_export_info("", "bert", None)[1].name
