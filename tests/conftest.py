@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from generation_cases import GENERATION_CASES, GenerationCase, build_generation_case, has_transformers_exporters
 from dynamo_cases import KINDS, TORCHSCRIPT_KINDS, DynamoCase, build_case_model
 from support import MODELS, run_cli, task_of, without_optimum_onnx_reason
 from sweep_cases import SWEEP_CASES, SweepExport, export_sweep_case
@@ -121,6 +124,43 @@ def dynamo_cases(  # tiny models exported with torch's dynamo exporter, plain an
             exporter.export_with_hierarchy(model, args, case.torchscript, dynamo=False)
         cases[kind] = case
     return cases
+
+
+@dataclasses.dataclass
+class GenerationExport:
+    """One generation case exported by transformers' ``OnnxExporter`` and by ``HierarchyOnnxExporter``."""
+
+    case: GenerationCase
+    plain: Path
+    """``OnnxExporter().export_for_generation(...).save_pretrained(plain)``."""
+    annotated: Path
+    """The same with ``HierarchyOnnxExporter``."""
+    exported: Any
+    """The ``ExportedModel`` ``HierarchyOnnxExporter`` returned."""
+
+
+@pytest.fixture(scope="session")
+def generation_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GenerationExport]:
+    """Each generation case (and ``llama-fused``: Llama with ``ort_fusions="cpu"``), exported once per session."""
+    if not has_transformers_exporters():
+        pytest.skip("needs transformers.exporters with ort_fusions (transformers >= 5.23), which this stack lacks")
+    from transformers.exporters import OnnxConfig, OnnxExporter
+
+    from optimum_hierarchy.exporters.transformers_exporter import HierarchyOnnxExporter
+
+    out = tmp_path_factory.mktemp("generation")
+    runs = {name: (name, None) for name in GENERATION_CASES}
+    runs["llama-fused"] = ("llama", "cpu")
+    exports = {}
+    for run, (name, fusions) in runs.items():
+        case = build_generation_case(name)
+        config = OnnxConfig(dynamic=True, ort_fusions=fusions)
+        plain = OnnxExporter().export_for_generation(case.model, case.inputs, config)
+        plain.save_pretrained(out / run / "plain")
+        annotated = HierarchyOnnxExporter().export_for_generation(case.model, case.inputs, config)
+        annotated.save_pretrained(out / run / "annotated")
+        exports[run] = GenerationExport(case, out / run / "plain", out / run / "annotated", annotated)
+    return exports
 
 
 @pytest.fixture(autouse=True)

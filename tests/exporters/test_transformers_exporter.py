@@ -1,0 +1,211 @@
+"""``HierarchyOnnxExporter``: transformers' own exporter, each component annotated with paths of the whole model.
+
+Checked against definitions that are not the package's output: torch's own ``name_scopes`` of each
+node (parsed here with ``ast``), ``named_modules()`` of the PyTorch model, one MatMul per
+``nn.Linear`` call, transformers' plain ``OnnxExporter`` (outputs bit for bit), PyTorch's
+``generate``, and the fusion definition of ``tests/fusion_support.py`` on the same export without
+``ort_fusions``.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from fusion_support import expected_fusions, graph_nodes, within
+from generation_cases import GENERATION_CASES
+
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
+RULE_NAME = "pkg.onnxscript.rewriter.rule_name"
+MODULE_KEY = "pkg.optimum_hierarchy.module"
+SOURCE_KEY = "pkg.optimum_hierarchy.source"
+REASON_KEY = "pkg.optimum_hierarchy.reason"
+EMPTY_STACK = "_empty_nn_module_stack_from_metadata_hook"
+
+
+def component_files(directory: Path) -> dict[str, Path]:
+    manifest = json.loads((directory / "export.json").read_text())
+    return {name: directory / entry["file"] for name, entry in manifest["components"].items()}
+
+
+def component_roots(model: Any, components: list[str]) -> dict[str, str]:
+    """Where transformers takes each component from (``decompose_for_generation``), as a path of ``model``."""
+    paths = {id(module): path for path, module in model.named_modules()}
+    roots = {}
+    for name in components:
+        if name in ("prefill", "decode"):
+            roots[name] = ""
+        elif name == "language_model":
+            roots[name] = paths[id(model.get_decoder())]
+        else:
+            owner = getattr(model, name, None) or getattr(model.base_model, name)
+            roots[name] = paths[id(owner)]
+    return roots
+
+
+def join(root: str, path: str) -> str:
+    return f"{root}.{path}" if root and path else root or path
+
+
+def scope_module(props: dict[str, str], root: str) -> str | None:
+    text = props.get(NAME_SCOPES)
+    if text is None:
+        return None
+    stack = [s for s in ast.literal_eval(text)[:-1] if s != EMPTY_STACK]
+    return join(root, stack[-1] if stack else "")
+
+
+def props_of(node: onnx.NodeProto) -> dict[str, str]:
+    return {p.key: p.value for p in node.metadata_props}
+
+
+def load(path: Path) -> onnx.ModelProto:
+    return onnx.load(str(path), load_external_data=False)
+
+
+RUNS = (*GENERATION_CASES, "llama-fused")
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_node_at_its_own_name_scopes_module(generation_exports: dict[str, Any], run: str) -> None:
+    export = generation_exports[run]
+    model = export.case.model
+    modules = {path for path, _ in model.named_modules(remove_duplicate=False)}
+    files = component_files(export.annotated)
+    roots = component_roots(model, list(files))
+    assert files, "no component"
+    for name, path in files.items():
+        nodes = list(load(path).graph.node)
+        attributed = 0
+        for node in nodes:
+            props = props_of(node)
+            module = props.get(MODULE_KEY)
+            if module is None:
+                assert props.get(SOURCE_KEY) == "unattributed" and props.get(REASON_KEY), (name, node.name)
+                continue
+            attributed += 1
+            assert module in modules, (name, node.name, module)
+            assert within(module, roots[name]), (name, node.name, module, roots[name])
+            named = scope_module(props, roots[name])
+            if named is None:
+                continue  # no record of torch's: checked by the fusion test where a fusion made it
+            if RULE_NAME in props:  # a rewrite rule made it, with the record of the first node it matched
+                assert within(named, module), (name, node.name, node.op_type, module, named)
+            else:
+                assert module == named, (name, node.name, node.op_type, module, named)
+        assert attributed >= 0.95 * len(nodes), (name, attributed, len(nodes))
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_one_matmul_per_linear_call(generation_exports: dict[str, Any], run: str) -> None:
+    """Every ``nn.Linear`` a component calls (as torch recorded it in the plain export) has exactly one MatMul or
+    Gemm at its path, unless a fusion packed several Linears into one node (then the node is at their parent)."""
+    import torch
+
+    export = generation_exports[run]
+    model = export.case.model
+    linears = {path for path, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    plain_files = component_files(export.plain)
+    for name, path in component_files(export.annotated).items():
+        root = component_roots(model, [name])[name]
+        called = set()
+        for node in load(plain_files[name]).graph.node:
+            stack = ast.literal_eval(props_of(node).get(NAME_SCOPES, "[]"))[:-1]
+            called |= {join(root, s) for s in stack if join(root, s) in linears}
+        counts = collections.Counter(
+            props_of(n).get(MODULE_KEY)
+            for n in load(path).graph.node
+            if n.op_type in ("MatMul", "Gemm", "MatMulNBits", "MatMulInteger")
+        )
+        packed = {m for m in counts if m is not None and m not in linears}
+        for linear in sorted(called):
+            if counts[linear] == 0:
+                assert any(within(linear, m) for m in packed), (name, linear, "no MatMul and no packed parent")
+            else:
+                assert counts[linear] == 1, (name, linear, counts[linear])
+
+
+def traced_feeds(case: Any) -> dict[str, Any]:
+    """Each component's inputs as ``export_for_generation`` captured them from ``generate``, by ONNX input name."""
+    import copy
+
+    from transformers.exporters.utils import decompose_for_generation, onnx_feed
+
+    components = decompose_for_generation(case.model, copy.deepcopy(case.inputs))
+    return {name: (lambda names, sample=sample: onnx_feed(names, sample)) for name, (_, sample) in components.items()}
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_same_graph_and_outputs_bit_for_bit_as_transformers_exporter(
+    generation_exports: dict[str, Any], run: str
+) -> None:
+    export = generation_exports[run]
+    plain_files = component_files(export.plain)
+    feeders = traced_feeds(export.case)
+    for name, path in component_files(export.annotated).items():
+        ours, theirs = load(path), load(plain_files[name])
+        shape = [(n.name, n.op_type, list(n.input), list(n.output)) for n in ours.graph.node]
+        assert shape == [(n.name, n.op_type, list(n.input), list(n.output)) for n in theirs.graph.node], name
+        a = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        b = ort.InferenceSession(str(plain_files[name]), providers=["CPUExecutionProvider"])
+        feeds = feeders[name]([value.name for value in b.get_inputs()])
+        assert len(feeds) == len(b.get_inputs()), (name, sorted(feeds))
+        for x, y in zip(a.run(None, feeds), b.run(None, feeds), strict=True):
+            assert np.array_equal(x, y, equal_nan=True), name
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_greedy_generation_equals_pytorch(generation_exports: dict[str, Any], run: str) -> None:
+    from transformers.exporters import ExportedModel
+
+    from optimum_hierarchy.exporters.generation import check_generation
+
+    export = generation_exports[run]
+    loaded = ExportedModel.from_pretrained(export.annotated)
+    check = check_generation(export.case.model, loaded, export.case.inputs, max_new_tokens=5)
+    assert check.ok, check.describe()
+    assert len(check.reference[0]) >= 5
+
+
+def test_ort_fusions_at_the_lca_of_what_they_replaced(generation_exports: dict[str, Any]) -> None:
+    """Every GroupQueryAttention and SkipSimplifiedLayerNormalization sits at the LCA of the nodes it replaced in the
+    same export without ``ort_fusions``; each GroupQueryAttention at a layer's ``self_attn``."""
+    unfused, fused = generation_exports["llama"], generation_exports["llama-fused"]
+    seen = collections.Counter()
+    for name, path in component_files(fused.annotated).items():
+        g0 = graph_nodes(component_files(unfused.annotated)[name])
+        g1 = graph_nodes(path)
+        expected = expected_fusions(g0, g1)
+        for i, node in enumerate(g1):
+            if node["op"] not in ("GroupQueryAttention", "SkipSimplifiedLayerNormalization"):
+                continue
+            seen[node["op"]] += 1
+            assert i in expected, (name, node["name"], "replaced nothing")
+            assert node["module"] == expected[i][0], (name, node["name"], node["module"], expected[i])
+            assert node["source"] == "fusion"
+            if node["op"] == "GroupQueryAttention":
+                assert node["module"].endswith(".self_attn") and node["module"].startswith("model.layers."), node
+    assert seen["GroupQueryAttention"] == 4 and seen["SkipSimplifiedLayerNormalization"] >= 6, seen
+
+
+def test_stored_tree_is_the_whole_models_with_the_component_root(generation_exports: dict[str, Any]) -> None:
+    from optimum_hierarchy import read_hierarchy
+
+    export = generation_exports["llava"]
+    model = export.case.model
+    files = component_files(export.annotated)
+    roots = component_roots(model, list(files))
+    assert roots["language_model"] == "model.language_model"
+    for name, path in files.items():
+        meta = read_hierarchy(path)
+        assert meta.export.root == roots[name]
+        assert set(meta.tree) == {p for p, _ in model.named_modules(remove_duplicate=False)} | set(meta.tree)
+        assert {p for p, _ in model.named_modules()} <= set(meta.tree)
+        assert meta.export.model_class is not None and meta.export.model_class.endswith("LlavaForConditionalGeneration")
