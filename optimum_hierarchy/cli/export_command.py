@@ -15,6 +15,12 @@ from pathlib import Path
 from optimum.commands.base import BaseOptimumCLICommand
 
 _TASKS = ("auto", "feature-extraction", "text-classification", "image-classification", "text-generation")
+_GENERATIVE = (  # kept equal to exporters.generation_export.GENERATIVE_TASKS by a test (that module is heavy)
+    "text-generation-with-past",
+    "text2text-generation-with-past",
+    "automatic-speech-recognition-with-past",
+    "image-text-to-text",
+)
 
 
 class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
@@ -29,11 +35,31 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             "--task",
             default="auto",
             help=(
-                f"One of {', '.join(_TASKS)} (or a synonym Optimum knows, e.g. sequence-classification). "
-                "auto: the task of the architecture in config.json. No past key values."
+                f"One of {', '.join(_TASKS)} (or a synonym Optimum knows, e.g. sequence-classification): "
+                "torch's dynamo exporter, one model.onnx; auto: the task of the architecture in config.json. "
+                f"Or a generative task, {', '.join(_GENERATIVE)}: transformers' own exporter "
+                "(transformers.exporters), one file per component (prefill/decode with the KV cache, or a "
+                "multimodal model's parts) and export.json, loadable with ExportedModel.from_pretrained."
             ),
         )
-        parser.add_argument("output", type=Path, help="The directory to write model.onnx and config.json into.")
+        parser.add_argument(
+            "output", type=Path, help="The directory to write the ONNX file(s), config.json (and export.json) into."
+        )
+        parser.add_argument(
+            "--ort-fusions",
+            choices=("cpu", "cuda", "webgpu", "dml"),
+            default=None,
+            help=(
+                "Generative tasks: fuse into ONNX Runtime's own ops for that execution provider "
+                "(GroupQueryAttention, SkipSimplifiedLayerNormalization, ...), as OnnxConfig(ort_fusions=...)."
+            ),
+        )
+        parser.add_argument(
+            "--new-tokens",
+            type=int,
+            default=5,
+            help="Generative tasks: validate that this many greedy tokens equal PyTorch's generate (5).",
+        )
         parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch's).")
         parser.add_argument(
             "--batch-size", type=int, default=2, help="Batch size of the export's dummy inputs (the axis is dynamic)."
@@ -42,7 +68,7 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             "--sequence-length",
             type=int,
             default=16,
-            help="Sequence length of the export's dummy text inputs (the axis is dynamic).",
+            help="Sequence length of the export's dummy text inputs, or of a generative task's prompt (dynamic axis).",
         )
         parser.add_argument(
             "--no-optimize",
@@ -75,6 +101,12 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
 
         a = self.args
         logging.getLogger("optimum_hierarchy").setLevel(logging.WARNING)
+        if a.task in _GENERATIVE:
+            self._run_generative()
+            return
+        if a.ort_fusions is not None:
+            print_error(f"--ort-fusions is for the generative tasks ({', '.join(_GENERATIVE)}), not --task {a.task}.")
+            sys.exit(1)
         try:
             result = export_task_with_hierarchy(
                 a.model,
@@ -105,3 +137,47 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             )
         if result.validation is not None:
             console.print(f"Validation: {result.validation.describe()}.", highlight=False)
+
+    def _run_generative(self) -> None:
+        from rich.console import Console
+
+        from optimum_hierarchy.cli.output import print_error, print_export_result
+        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.exporters.generation_export import (
+            GenerationMismatchError,
+            export_generation_with_hierarchy,
+        )
+
+        a = self.args
+        try:
+            result = export_generation_with_hierarchy(
+                a.model,
+                a.output,
+                task=a.task,
+                ort_fusions=a.ort_fusions,
+                opset=a.opset,
+                sequence_length=a.sequence_length,
+                optimize=not a.no_optimize,
+                strict=a.strict,
+                validate=not a.no_validation,
+                new_tokens=a.new_tokens,
+            )
+        except GenerationMismatchError as e:
+            print_export_result(e.result)
+            print_error(str(e))
+            sys.exit(1)
+        except HierarchyError as e:
+            print_error(str(e))
+            sys.exit(1)
+        print_export_result(result)
+        console = Console()
+        fused = f", ort_fusions={result.ort_fusions}" if result.ort_fusions else ""
+        console.print(
+            f"Task: {result.task}; exported with transformers' exporter{fused}: components "
+            f"{', '.join(result.components)} (ExportedModel.from_pretrained loads the directory).",
+            highlight=False,
+        )
+        if result.generation is not None:
+            console.print(f"Validation: {result.generation.describe()}.", highlight=False)
+        elif result.skipped_validation:
+            console.print(f"Validation skipped: {result.skipped_validation}.", highlight=False)
