@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ModelHierarchy", "NodeAttribution", "read_hierarchy"]
+__all__ = ["ModelHierarchy", "NodeAttribution", "read_export_hierarchy", "read_hierarchy"]
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from optimum_hierarchy.errors import HierarchyError, SchemaError
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
 from optimum_hierarchy.walk import check_text, iter_proto_nodes
 from optimum_hierarchy.wire import read_model_file
+
+EXPORT_MANIFEST = "export.json"
+"""The manifest transformers' ``ExportedModel.save_pretrained`` writes beside the component files."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,23 +121,92 @@ def _session_path(obj: Any) -> Path | None:
     return Path(model_path) if model_path else None
 
 
+def _from_ir(model: Any) -> ModelHierarchy:
+    """An ``onnx_ir.Model``: read from its file when it was loaded from one, else serialized (weights copied)."""
+    import onnx_ir as ir
+
+    loaded_from = model.meta.get("path") if hasattr(model, "meta") else None
+    if loaded_from:
+        return _from_file(Path(loaded_from))
+    return _from_proto(ir.serde.serialize_model(model), None)
+
+
+def _from_export_dir(path: Path) -> dict[str, ModelHierarchy]:
+    manifest_path = path / EXPORT_MANIFEST
+    try:
+        components = json.loads(manifest_path.read_text(encoding="utf-8"))["components"]
+        files = {str(name): path / str(entry["file"]) for name, entry in components.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HierarchyError(f"{manifest_path}: cannot be read as transformers' export manifest ({e}).") from e
+    return {name: _from_file(file) for name, file in files.items()}
+
+
+def read_export_hierarchy(source: str | os.PathLike[str] | Any) -> dict[str, ModelHierarchy]:
+    """Every component's hierarchy of an export of transformers' exporter: ``{component name: ModelHierarchy}``.
+
+    ``source`` is an ``ExportedModel`` (in memory, or loaded with ``ExportedModel.from_pretrained``) or the
+    directory it was saved to (with ``export.json``). Weights are not read from files.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not (path / EXPORT_MANIFEST).is_file():
+            raise HierarchyError(
+                f"{path}: no {EXPORT_MANIFEST} here; not a directory written by transformers' exporter."
+            )
+        return _from_export_dir(path)
+    components = getattr(source, "components", None)
+    if not isinstance(components, dict) or not hasattr(source, "export_format"):
+        raise HierarchyError(f"{type(source).__name__}: expected transformers' ExportedModel or its directory.")
+    if str(source.export_format) != "onnx":
+        raise HierarchyError(f"an ExportedModel of format {source.export_format!r}: only ONNX files carry a hierarchy.")
+    return {name: _from_ir(component.program) for name, component in components.items()}
+
+
 def read_hierarchy(
-    source: str | os.PathLike[str] | onnx.ModelProto | Any, *, path: str | os.PathLike[str] | None = None
+    source: str | os.PathLike[str] | onnx.ModelProto | Any,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    component: str | None = None,
 ) -> ModelHierarchy:
     """The hierarchy of an annotated model; weights in external data are never read.
 
-    ``source`` is a path, an ``onnx.ModelProto``, an ``onnxruntime.InferenceSession`` or a loaded
-    ``ORTModel`` (``read_hierarchy(ORTModelForFeatureExtraction.from_pretrained("out/"))``). For a
-    seq2seq ``ORTModel``, pass its ``.encoder`` or ``.decoder``. ``path``: the file a proto was read
-    from, named in errors and kept as :attr:`ModelHierarchy.path`.
+    ``source`` is a path, an ``onnx.ModelProto``, an ``onnx_ir.Model``, an
+    ``onnxruntime.InferenceSession`` or a loaded ``ORTModel``
+    (``read_hierarchy(ORTModelForFeatureExtraction.from_pretrained("out/"))``). For a seq2seq
+    ``ORTModel``, pass its ``.encoder`` or ``.decoder``. ``path``: the file a proto was read from,
+    named in errors and kept as :attr:`ModelHierarchy.path`.
+
+    For an export of transformers' exporter, an ``ExportedModel`` or the directory it was saved to
+    (with ``export.json``), ``component`` names the component (``"prefill"``, ``"decode"``, ...); it
+    may be left out when there is only one. :func:`read_export_hierarchy` reads them all.
     """
     if isinstance(source, onnx.ModelProto):
         return _from_proto(source, Path(path) if path is not None else None)
+    exported = isinstance(getattr(source, "components", None), dict) and hasattr(source, "export_format")
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and (Path(source) / EXPORT_MANIFEST).is_file():
+        exported = True
+    if exported:
+        every = read_export_hierarchy(source)
+        if component is None and len(every) == 1:
+            return next(iter(every.values()))
+        if component not in every:
+            raise HierarchyError(
+                f"component={component!r}: the export has {', '.join(every)}; pass one of them as component= "
+                "(or read_export_hierarchy for all)."
+            )
+        return every[component]
+    if component is not None:
+        raise HierarchyError("component= is for an export of transformers' exporter (ExportedModel or its directory).")
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            raise HierarchyError(f"{path}: is a directory; pass one of its .onnx files.")
-        return _from_file(path)
+        file = Path(source)
+        if file.is_dir():
+            raise HierarchyError(
+                f"{file}: is a directory without {EXPORT_MANIFEST}; pass one of its .onnx files "
+                "(or a directory written by transformers' exporter)."
+            )
+        return _from_file(file)
+    if type(source).__name__ == "Model" and type(source).__module__.startswith("onnx_ir"):
+        return _from_ir(source)
     session_file = _session_path(source)
     if session_file is None:
         parts = [name for name in ("encoder", "decoder") if hasattr(source, name)]

@@ -33,6 +33,7 @@ from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError, warn_deprecated
 from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata, tree_from_dynamo
+from optimum_hierarchy.export_record import tree_for_exported_component
 from optimum_hierarchy.exporters.export_info import make_export_info, rules_of
 from optimum_hierarchy.exporters.results import AnnotatedFile
 from optimum_hierarchy.schema import (
@@ -144,16 +145,24 @@ def _restore_file(
     if config is None and (path.parent / "config.json").is_file():
         config = path.parent / "config.json"
     model_type = model_class = None
-    if config is not None:
+    nodes_metadata = [read_props(node) for node, _ in iter_proto_nodes(proto.graph)]
+    dynamo = has_dynamo_metadata(nodes_metadata)
+    record = tree_for_exported_component(path, config, nodes_metadata) if dynamo else None
+    root: str | None = None
+    if record is not None:  # transformers' exporter: the tree and root its export.json and node records agree on
+        tree, root, model_type, model_class = record.tree, record.root, record.model_type, record.model_class
+        tree_origin = record.origin
+    elif config is not None:
         tree, model_type, model_class = tree_from_config(config)
         tree_origin = str(config)
-    elif has_dynamo_metadata(nodes_metadata := [read_props(node) for node, _ in iter_proto_nodes(proto.graph)]):
+    elif dynamo:
         tree = tree_from_dynamo(nodes_metadata, _parameters_from_initializers(proto))
         tree_origin = "the dynamo exporter's node metadata"
     else:
         tree = tree_from_names(proto)
         tree_origin = "the graph's names"
-    root = _best_root(tree, proto)
+    if root is None:
+        root = _best_root(tree, proto)
     export, rules = make_export_info(root, model_type, model_class)
     summary = annotate_file(
         path, tree, export, strict=strict, rules=rules, source=source, after_the_fact=True, scope_names=scope_names

@@ -28,10 +28,13 @@ __all__ = [
     "name_dynamic_axes",
     "require_onnxscript",
     "save_program",
+    "transformers_translation_table",
 ]
 
+import importlib
 import importlib.util
 import inspect
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -54,6 +57,10 @@ if TYPE_CHECKING:
     from torch.onnx import ONNXProgram
 
 
+logger = logging.getLogger(__name__)
+
+_TRANSFORMERS_ONNX = "transformers.exporters.exporter_onnx"
+
 LOGITS_TO_KEEP = ("logits_to_keep", "num_logits_to_keep")
 """``forward`` arguments that are not inputs of an exported model: given 0, as Optimum does (all logits)."""
 
@@ -72,6 +79,26 @@ def require_onnxscript() -> None:
         raise HierarchyExportError(
             "torch's dynamo exporter needs the onnxscript package, which is not installed: pip install onnxscript"
         )
+
+
+def transformers_translation_table() -> dict[Any, Any]:
+    """transformers' own ONNX translations of the ops torchlib lacks or gets wrong, for ``custom_translation_table``.
+
+    transformers' exporter (``transformers.exporters.exporter_onnx``, in the transformers 5 releases
+    that have ``transformers.exporters``) passes them to ``torch.onnx.export``: among them the
+    ``grouped_mm`` its mixture-of-experts layers run (Mixtral's default experts), which torch's own
+    table cannot translate. The table is a private name of that module, so it is read guarded: empty
+    where the module or the name is missing (transformers 4).
+    """
+    if importlib.util.find_spec("transformers.exporters") is None:
+        return {}
+    try:
+        module = importlib.import_module(_TRANSFORMERS_ONNX)
+    except ImportError as e:
+        logger.warning("%s cannot be imported (%s): exported without its translations", _TRANSFORMERS_ONNX, e)
+        return {}
+    table = getattr(module, "_ONNX_TRANSLATION_TABLE", None)
+    return dict(table) if isinstance(table, dict) else {}
 
 
 def export_program(model: torch.nn.Module, args: tuple[Any, ...], **export_kwargs: Any) -> ONNXProgram:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 __all__ = [
     "GENERATIVE_TASKS",
+    "ORT_FUSIONS",
     "GenerationExportResult",
     "GenerationMismatchError",
-    "ORT_FUSIONS",
     "export_generation_with_hierarchy",
 ]
 

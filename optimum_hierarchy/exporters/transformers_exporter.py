@@ -110,9 +110,9 @@ class _StagedAnnotation:
 
     def _run(self, model: ir.Model, *, provenance: bool) -> None:
         stored = decode_provenance(read_props(model)) if provenance else None
-        AttributeNodesPass(
-            self.tree, self.export, strict=self.strict, provenance=stored, fused_rules=self.fused_rules
-        )(model)
+        AttributeNodesPass(self.tree, self.export, strict=self.strict, provenance=stored, fused_rules=self.fused_rules)(
+            model
+        )
         self.summary = model.meta[SUMMARY_META_KEY]
 
     @contextlib.contextmanager
@@ -221,7 +221,9 @@ class HierarchyOnnxExporter(_EXPORTER_ONNX.OnnxExporter):  # type: ignore[misc,n
         self.summaries = _summaries(exported)
         return exported
 
-    def export_for_generation(self, model: Any, sample_inputs: MutableMapping[str, Any], config: Any, **kwargs: Any) -> Any:
+    def export_for_generation(
+        self, model: Any, sample_inputs: MutableMapping[str, Any], config: Any, **kwargs: Any
+    ) -> Any:
         with self._exporting(model):
             exported = super().export_for_generation(model, sample_inputs, config, **kwargs)
         self.summaries = _summaries(exported)

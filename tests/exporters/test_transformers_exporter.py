@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import collections
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +74,12 @@ def load(path: Path) -> onnx.ModelProto:
 RUNS = (*GENERATION_CASES, "llama-fused")
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_every_node_at_its_own_name_scopes_module(generation_exports: dict[str, Any], run: str) -> None:
-    export = generation_exports[run]
-    model = export.case.model
+def check_nodes(files: dict[str, Path], model: Any, roots: dict[str, str], share: float = 0.95) -> dict[str, float]:
+    """Every node at the module its own ``name_scopes`` names (a rewrite rule's node: at an ancestor of it), or
+    unattributed with a reason; modules are paths of ``named_modules()`` inside the component's root. Returns the
+    attributed share of each file, each asserted >= ``share``."""
     modules = {path for path, _ in model.named_modules(remove_duplicate=False)}
-    files = component_files(export.annotated)
-    roots = component_roots(model, list(files))
-    assert files, "no component"
+    shares = {}
     for name, path in files.items():
         nodes = list(load(path).graph.node)
         attributed = 0
@@ -100,7 +99,36 @@ def test_every_node_at_its_own_name_scopes_module(generation_exports: dict[str, 
                 assert within(named, module), (name, node.name, node.op_type, module, named)
             else:
                 assert module == named, (name, node.name, node.op_type, module, named)
-        assert attributed >= 0.95 * len(nodes), (name, attributed, len(nodes))
+        shares[name] = attributed / len(nodes)
+        assert attributed >= share * len(nodes), (name, attributed, len(nodes))
+    assert shares, "no component"
+    return shares
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_node_at_its_own_name_scopes_module(generation_exports: dict[str, Any], run: str) -> None:
+    export = generation_exports[run]
+    files = component_files(export.annotated)
+    check_nodes(files, export.case.model, component_roots(export.case.model, list(files)))
+
+
+@pytest.mark.parametrize("run", GENERATION_CASES)
+def test_annotate_after_the_fact_on_transformers_export(
+    generation_exports: dict[str, Any], run: str, tmp_path: Path
+) -> None:
+    """``annotate_hierarchy(DIR)`` on transformers' own export: the root of each file from export.json and the
+    nodes' records, never the config's guess (a Llama config alone builds a LlamaModel)."""
+    from optimum_hierarchy import annotate_hierarchy, read_hierarchy
+
+    export = generation_exports[run]
+    directory = tmp_path / run
+    shutil.copytree(export.plain, directory)
+    annotate_hierarchy(directory)
+    files = component_files(directory)
+    roots = component_roots(export.case.model, list(files))
+    check_nodes(files, export.case.model, roots)
+    for name, path in files.items():
+        assert read_hierarchy(path).export.root == roots[name]
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -193,6 +221,29 @@ def test_ort_fusions_at_the_lca_of_what_they_replaced(generation_exports: dict[s
             if node["op"] == "GroupQueryAttention":
                 assert node["module"].endswith(".self_attn") and node["module"].startswith("model.layers."), node
     assert seen["GroupQueryAttention"] == 4 and seen["SkipSimplifiedLayerNormalization"] >= 6, seen
+
+
+def test_read_hierarchy_of_an_exported_model_and_its_directory(generation_exports: dict[str, Any]) -> None:
+    from transformers.exporters import ExportedModel
+
+    from optimum_hierarchy import read_hierarchy
+    from optimum_hierarchy.errors import HierarchyError
+    from optimum_hierarchy.read import read_export_hierarchy
+
+    export = generation_exports["llava"]
+    in_memory = read_export_hierarchy(export.exported)
+    from_dir = read_export_hierarchy(export.annotated)
+    loaded = ExportedModel.from_pretrained(export.annotated)
+    assert set(in_memory) == set(from_dir) == set(loaded.components) == {"language_model", "lm_head", "decode"}
+    for name in in_memory:
+        expected = {(n.name, n.module) for n in in_memory[name].nodes}
+        assert {(n.name, n.module) for n in from_dir[name].nodes} == expected
+        assert {(n.name, n.module) for n in read_hierarchy(loaded, component=name).nodes} == expected
+        raw = {n.name: props_of(n).get(MODULE_KEY) for n in load(component_files(export.annotated)[name]).graph.node}
+        assert dict(expected) == raw
+    assert read_hierarchy(export.annotated, component="lm_head").export.root == "lm_head"
+    with pytest.raises(HierarchyError, match="language_model, lm_head, decode"):
+        read_hierarchy(loaded)
 
 
 def test_stored_tree_is_the_whole_models_with_the_component_root(generation_exports: dict[str, Any]) -> None:

@@ -1,0 +1,169 @@
+"""The module tree and root of a file written by transformers' exporter, from the export's own evidence.
+
+``ExportedModel.save_pretrained`` writes ``<component>.onnx`` files, the model's ``config.json`` and an
+``export.json`` naming each component's file and the class of the module it exported
+(``architecture``: ``LlamaForCausalLM`` for ``prefill``, ``LlamaModel`` for a LLaVA's
+``language_model``, ``Linear`` for its ``lm_head``). Every node carries torch's record of its call
+stack, relative to that module: ``pkg.torch.onnx.name_scopes`` (paths) and
+``pkg.torch.onnx.class_hierarchy`` (their classes, the exported module's first).
+
+:func:`tree_for_exported_component` builds the tree of a whole model for each class the export names
+(the config's ``architectures`` first, then each component's ``architecture``), on PyTorch's ``meta``
+device, and keeps the first in which exactly one module can be the file's root: a module of the
+exported class under which every path the nodes record exists, with the class they record. Where
+several modules qualify (a ``Linear`` ``lm_head`` whose nodes record no deeper path), the one the
+component is named after is taken, else none: the root is never guessed against the nodes' metadata.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ComponentTree", "exported_component_entry", "tree_for_exported_component"]
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from optimum_hierarchy.evidence.dynamo_metadata import (
+    CLASS_HIERARCHY_KEY,
+    NO_MODULE_MARKER,
+    module_scopes,
+    parse_string_list,
+)
+from optimum_hierarchy.modules import ModuleTree, join_path
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "export.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentTree:
+    tree: ModuleTree
+    root: str
+    model_type: str | None
+    model_class: str
+    origin: str
+    """What the tree was built from, for messages."""
+
+
+def exported_component_entry(path: Path) -> tuple[str, Mapping[str, Any], Mapping[str, Any]] | None:
+    """``(component name, its entry, the whole manifest)`` if ``path`` is a component file of an
+    ``export.json`` beside it; ``None`` otherwise (or for a manifest that cannot be read: logged)."""
+    manifest_path = path.parent / MANIFEST
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        components = manifest["components"]
+        for name, entry in components.items():
+            if entry.get("file") == path.name:
+                return str(name), entry, manifest
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        logger.warning("%s: cannot be read as transformers' export manifest (%s); not used.", manifest_path, e)
+    return None
+
+
+def _recorded_scopes(nodes_metadata: Iterable[Mapping[str, str]]) -> tuple[str | None, dict[str, set[str]]]:
+    """The exported module's class, and each relative path the nodes record with the classes recorded for it."""
+    root_classes: set[str] = set()
+    scopes: dict[str, set[str]] = {}
+    for metadata in nodes_metadata:
+        try:
+            paths = module_scopes(metadata)
+            classes = parse_string_list(metadata.get(CLASS_HIERARCHY_KEY, "[]"))
+        except ValueError:
+            continue
+        if paths is None:
+            continue
+        classes = [c for c in classes[:-1] if c != NO_MODULE_MARKER]
+        if len(classes) != len(paths) or not paths or paths[0] != "":
+            continue
+        root_classes.add(classes[0])
+        for p, c in zip(paths[1:], classes[1:], strict=True):
+            scopes.setdefault(p, set()).add(c)
+    root_class = next(iter(root_classes)) if len(root_classes) == 1 else None
+    return root_class, scopes
+
+
+def _roots(tree: ModuleTree, root_class: str, scopes: Mapping[str, set[str]]) -> list[str]:
+    found = []
+    for candidate in tree:
+        if tree[candidate].class_name != root_class:
+            continue
+        ok = True
+        for relative, classes in scopes.items():
+            full = tree.canonical(join_path(candidate, relative))
+            if full is None or {tree[full].class_name} != classes:
+                ok = False
+                break
+        if ok:
+            found.append(candidate)
+    return found
+
+
+def tree_for_exported_component(
+    path: Path, config_path: Path | None, nodes_metadata: list[Mapping[str, str]]
+) -> ComponentTree | None:
+    """The whole model's tree and this file's root (see the module docstring); ``None`` when no class fits."""
+    import torch
+    import transformers
+
+    found = exported_component_entry(path)
+    if found is None:
+        return None
+    component, _entry, manifest = found
+    root_class, scopes = _recorded_scopes(nodes_metadata)
+    if root_class is None:
+        logger.warning("%s: its nodes record no single exported module class; the export record is not used.", path)
+        return None
+    config_file = config_path if config_path is not None else path.parent / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(config_file.parent), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        logger.warning("%s: cannot be read as a transformers config (%s).", config_file, e)
+        return None
+    names = list(getattr(config, "architectures", None) or [])
+    for other in manifest.get("components", {}).values():
+        name = (other.get("metadata") or {}).get("architecture")
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    for name in names:
+        cls = getattr(transformers, name, None)
+        config_class = getattr(cls, "config_class", None)
+        if not isinstance(cls, type) or not isinstance(config_class, type) or not isinstance(config, config_class):
+            continue  # a component's class that is not built from this config (LlamaModel under a LLaVA)
+        try:
+            with torch.device("meta"):
+                model = cls(config)
+        except Exception as e:  # a class whose constructor refuses this config: not the model
+            logger.debug("%s: %s(config) failed: %s", path, name, e)
+            continue
+        from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
+
+        tree = capture_module_tree(model)
+        roots = _roots(tree, root_class, scopes)
+        if len(roots) > 1:
+            roots = [r for r in roots if r.rsplit(".", 1)[-1] == component] or roots
+        if len(roots) == 1:
+            return ComponentTree(
+                tree=tree,
+                root=roots[0],
+                model_type=getattr(config, "model_type", None),
+                model_class=qualified_class_name(model),
+                origin=f"{MANIFEST} and {config_file.name} ({name}, component {component!r} at {roots[0] or 'root'!r})",
+            )
+        if len(roots) > 1:
+            logger.warning(
+                "%s: component %r could be any of %s in %s; its module root is not guessed.",
+                path,
+                component,
+                ", ".join(roots[:5]),
+                name,
+            )
+    logger.info("%s: no class named by %s fits the nodes' own module records (%s).", path, MANIFEST, root_class)
+    return None
