@@ -2,7 +2,9 @@
 
 Importing the package is cheap; the heavy modules (torch, optimum's exporter, onnxruntime) load on
 first use of the names below. ``export_with_hierarchy``, ``export_model_with_hierarchy`` and
-``hierarchy_onnx_config`` need the ``onnx`` extra (optimum-onnx) and say so when it is missing.
+``hierarchy_onnx_config`` need the ``onnx`` extra (optimum-onnx) and say so when it is missing;
+``HierarchyOnnxExporter`` and ``export_generation_with_hierarchy`` need transformers' own exporter
+(``transformers.exporters``, transformers >= 5.23) and say so when it is missing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ _LAZY = {
     "AttributionSummary": "optimum_hierarchy.schema",
     "ExportInfo": "optimum_hierarchy.schema",
     "HierarchyExportResult": "optimum_hierarchy.exporters.results",
+    "HierarchyOnnxExporter": "optimum_hierarchy.exporters.transformers_exporter",
     "HierarchyMetadata": "optimum_hierarchy.schema",
     "HierarchyPreservingExporter": "optimum_hierarchy.exporters.pytorch",
     "HierarchyRetriever": "optimum_hierarchy.retriever",
@@ -28,9 +31,11 @@ _LAZY = {
     "annotate_hierarchy": "optimum_hierarchy.restore",
     "capture_module_tree": "optimum_hierarchy.capture.module_tree",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
+    "export_generation_with_hierarchy": "optimum_hierarchy.exporters.generation_export",
     "export_task_with_hierarchy": "optimum_hierarchy.exporters.task_export",
     "export_with_hierarchy": "optimum_hierarchy.exporters.export",
     "hierarchy_onnx_config": "optimum_hierarchy.exporters.onnx_config",
+    "read_export_hierarchy": "optimum_hierarchy.read",
     "read_hierarchy": "optimum_hierarchy.read",
     # 0.1's names, deprecated (they warn when called; removed in 0.3): not in __all__
     "annotate_onnx_file": "optimum_hierarchy.annotate",
@@ -44,6 +49,7 @@ __all__ = [
     "ExportInfo",
     "HierarchyExportResult",
     "HierarchyMetadata",
+    "HierarchyOnnxExporter",
     "HierarchyPreservingExporter",
     "HierarchyRetriever",
     "ModuleInfo",
@@ -52,10 +58,12 @@ __all__ = [
     "annotate_file",
     "annotate_hierarchy",
     "capture_module_tree",
+    "export_generation_with_hierarchy",
     "export_model_with_hierarchy",
     "export_task_with_hierarchy",
     "export_with_hierarchy",
     "hierarchy_onnx_config",
+    "read_export_hierarchy",
     "read_hierarchy",
 ]
 
@@ -63,13 +71,15 @@ if TYPE_CHECKING:
     from optimum_hierarchy.annotate import annotate_file
     from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
+    from optimum_hierarchy.exporters.generation_export import export_generation_with_hierarchy
     from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
     from optimum_hierarchy.exporters.pytorch import HierarchyPreservingExporter
     from optimum_hierarchy.exporters.results import HierarchyExportResult
     from optimum_hierarchy.exporters.task_export import export_task_with_hierarchy
+    from optimum_hierarchy.exporters.transformers_exporter import HierarchyOnnxExporter
     from optimum_hierarchy.modules import ModuleInfo, ModuleTree
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
-    from optimum_hierarchy.read import read_hierarchy
+    from optimum_hierarchy.read import read_export_hierarchy, read_hierarchy
     from optimum_hierarchy.restore import annotate_hierarchy
     from optimum_hierarchy.schema import AttributionSource, AttributionSummary, ExportInfo, HierarchyMetadata
 

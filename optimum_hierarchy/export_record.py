@@ -22,7 +22,7 @@ __all__ = ["ComponentTree", "exported_component_entry", "tree_for_exported_compo
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def _roots(tree: ModuleTree, root_class: str, scopes: Mapping[str, set[str]]) ->
 
 
 def tree_for_exported_component(
-    path: Path, config_path: Path | None, nodes_metadata: list[Mapping[str, str]]
+    path: Path, config_path: Path | None, nodes_metadata: Sequence[Mapping[str, str]]
 ) -> ComponentTree | None:
     """The whole model's tree and this file's root (see the module docstring); ``None`` when no class fits."""
     import torch

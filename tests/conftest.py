@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from generation_cases import GENERATION_CASES, GenerationCase, build_generation_case, has_transformers_exporters
 from dynamo_cases import KINDS, TORCHSCRIPT_KINDS, DynamoCase, build_case_model
+from generation_cases import GENERATION_CASES, GenerationCase, build_generation_case, has_transformers_exporters
 from support import MODELS, run_cli, task_of, without_optimum_onnx_reason
 from sweep_cases import SWEEP_CASES, SweepExport, export_sweep_case
 from task_cases import TASK_CASES

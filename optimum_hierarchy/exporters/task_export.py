@@ -27,8 +27,9 @@ transformers, torch and onnxscript only, so it works on today's stack (optimum 2
    where it attends to nothing (sliding-window attention) the two runtimes legitimately disagree.
    The dummy inputs are drawn from seeded generators, so a run is reproducible.
 
-Past key values (``-with-past``) are not exported: torch.export of the cache objects differs from
-one transformers version to the next. ``text-generation`` exports the model without cache.
+Past key values (``-with-past``) and the other generative tasks are exported with transformers' own
+exporter instead (:mod:`optimum_hierarchy.exporters.generation_export`, which ``optimum-cli hierarchy
+export`` runs for them). ``text-generation`` here exports the model without cache.
 """
 
 from __future__ import annotations
@@ -259,9 +260,10 @@ def _task_name(task: str, config: Any) -> str:
             )
     if task.endswith("-with-past"):
         raise HierarchyExportError(
-            f"--task {task}: past key values are not exported by `hierarchy export`; use --task "
-            f"{task.removesuffix('-with-past')} (the model without cache), or `optimum-cli export onnx --hierarchy` "
-            "with the onnx extra (optimum-onnx)."
+            f"--task {task}: past key values are not exported by torch's dynamo path; the generative tasks go "
+            "through transformers' exporter: export_generation_with_hierarchy (optimum_hierarchy.exporters."
+            "generation_export), which `optimum-cli hierarchy export` runs for them. Or use --task "
+            f"{task.removesuffix('-with-past')} (the model without cache)."
         )
     name = str(TasksManager.map_from_synonym(task))
     if name not in SUPPORTED_TASKS:

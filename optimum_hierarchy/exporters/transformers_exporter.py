@@ -153,7 +153,7 @@ class _StagedAnnotation:
             ),
         }
         with _LOCK:
-            ONNXProgram.optimize = optimize  # type: ignore[method-assign]
+            ONNXProgram.optimize = optimize  # type: ignore[method-assign,assignment]
             for name, step in hooked.items():
                 setattr(module, name, replacements[name](step))
             try:

@@ -199,7 +199,9 @@ def test_annotate_a_plain_dynamo_export(task_model_dirs: dict[str, Path], tmp_pa
     ("args", "words"),
     [
         (["--task", "translation"], "supports feature-extraction"),
-        (["--task", "text-generation-with-past"], "past key values"),
+        # a generative task goes to transformers' exporter: BERT is no seq2seq model (on a stack without
+        # transformers.exporters, the command says what to install instead)
+        (["--task", "text2text-generation-with-past"], "cannot be loaded with AutoModelForSeq2SeqLM|pip install"),
         (["--task", "image-classification"], "cannot be loaded as AutoModelForImageClassification"),
     ],
 )
@@ -209,7 +211,7 @@ def test_bad_task_is_a_clear_error(
     output = tmp_path / "out"
     completed = run_cli("hierarchy", "export", "--model", str(task_model_dirs["bert"]), *args, str(output), check=False)
     assert completed.returncode == 1
-    assert words in completed.stderr.replace("\n", " ")
+    assert any(w in completed.stderr.replace("\n", " ") for w in words.split("|")), completed.stderr
     assert not output.exists()
 
 
