@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import torch
 from dynamo_cases import KINDS, TORCHSCRIPT_KINDS, DynamoCase, build_case_model
-from generation_cases import GENERATION_CASES, GenerationCase, build_generation_case, has_transformers_exporters
+from generation_cases import RUNS as GENERATION_RUNS
+from generation_cases import GenerationCase, build_generation_case, case_of, has_transformers_exporters, onnx_config
 from support import MODELS, run_cli, task_of, without_optimum_onnx_reason
 from sweep_cases import SWEEP_CASES, SweepExport, export_sweep_case
 from task_cases import TASK_CASES
@@ -141,23 +142,22 @@ class GenerationExport:
 
 @pytest.fixture(scope="session")
 def generation_exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GenerationExport]:
-    """Each generation case (and ``llama-fused``: Llama with ``ort_fusions="cpu"``), exported once per session."""
+    """Each generation run (the cases, and Llama's fused and quantized variants), exported once per session."""
     if not has_transformers_exporters():
         pytest.skip("needs transformers.exporters with ort_fusions (transformers >= 5.23), which this stack lacks")
-    from transformers.exporters import OnnxConfig, OnnxExporter
+    from transformers.exporters import OnnxExporter
 
     from optimum_hierarchy.exporters.transformers_exporter import HierarchyOnnxExporter
 
     out = tmp_path_factory.mktemp("generation")
-    runs = {name: (name, None) for name in GENERATION_CASES}
-    runs["llama-fused"] = ("llama", "cpu")
     exports = {}
-    for run, (name, fusions) in runs.items():
-        case = build_generation_case(name)
-        config = OnnxConfig(dynamic=True, ort_fusions=fusions)
-        plain = OnnxExporter().export_for_generation(case.model, case.inputs, config)
+    cases: dict[str, GenerationCase] = {}
+    for run in GENERATION_RUNS:
+        name = case_of(run)
+        case = cases.setdefault(name, build_generation_case(name))
+        plain = OnnxExporter().export_for_generation(case.model, case.inputs, onnx_config(run))
         plain.save_pretrained(out / run / "plain")
-        annotated = HierarchyOnnxExporter().export_for_generation(case.model, case.inputs, config)
+        annotated = HierarchyOnnxExporter().export_for_generation(case.model, case.inputs, onnx_config(run))
         annotated.save_pretrained(out / run / "annotated")
         exports[run] = GenerationExport(case, out / run / "plain", out / run / "annotated", annotated)
     return exports

@@ -21,6 +21,35 @@ GENERATION_CASES = ("llama", "qwen2", "mixtral", "whisper", "t5", "llava")
 
 DECODER_ONLY = ("llama", "qwen2", "mixtral")
 
+VARIANTS = {
+    "llama-fused": ("llama", {"ort_fusions": "cpu"}),
+    "llama-cuda": ("llama", {"ort_fusions": "cuda"}),
+    "llama-webgpu": ("llama", {"ort_fusions": "webgpu"}),
+    "llama-dml": ("llama", {"ort_fusions": "dml"}),
+    "llama-int8": ("llama", {"quantizer": "dynamic"}),
+}
+"""Llama through ONNX Runtime's fusions for each provider, and through transformers' ONNX Runtime quantizer."""
+
+RUNS = (*GENERATION_CASES, *VARIANTS)
+RUNS_ON_CPU = tuple(r for r in RUNS if r not in ("llama-cuda", "llama-webgpu", "llama-dml"))
+"""The runs whose files ONNX Runtime's CPU provider can run (the others use other providers' fused ops)."""
+
+
+def onnx_config(run: str) -> Any:
+    """The ``OnnxConfig`` of a run: dynamic shapes, and the run's fusions or quantizer."""
+    from transformers.exporters import OnnxConfig
+
+    options = dict(VARIANTS[run][1]) if run in VARIANTS else {}
+    if options.pop("quantizer", None) == "dynamic":
+        from transformers.exporters import OnnxRuntimeDynamicConfig, OnnxRuntimeQuantizer
+
+        options["quantizer"] = OnnxRuntimeQuantizer(OnnxRuntimeDynamicConfig())
+    return OnnxConfig(dynamic=True, **options)
+
+
+def case_of(run: str) -> str:
+    return VARIANTS[run][0] if run in VARIANTS else run
+
 
 def has_transformers_exporters() -> bool:
     return importlib.util.find_spec("transformers.exporters") is not None and (
