@@ -167,7 +167,9 @@ def module_errors(
                 boundaries[m.path] = str(e.args[0] if e.args else e)
     inputs_wanted = {t for b in boundaries.values() if not isinstance(b, str) for t in b.inputs if t in produced_ref}
     wanted_ref = sorted({t for ts in tensors.values() for t in ts} | inputs_wanted)
-    ref_values = run_with_tensors(ref_proto, wanted_ref, ref_feeds, optimization_level="disable")
+    ref_values = run_with_tensors(
+        ref_proto, wanted_ref, ref_feeds, optimization_level="disable", base_dir=ref_path.parent
+    )
     known = {**ref_feeds, **ref_values}
     copies: dict[str, _Copy] = {}
     reasons: dict[str, str] = {}
@@ -251,7 +253,7 @@ def _run_candidate(
     """
     copies = {m: c for m, c in copies.items() if c.prefix}  # the others are read from the candidate's own run
     if not copies:
-        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, None
+        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable", base_dir=path.parent), {}, None
     types = _candidate_types(proto, {t for c in copies.values() for t in c.boundary.inputs})
     graph = proto.graph
     marks = (len(graph.node), len(graph.input), len(graph.output))
@@ -284,13 +286,21 @@ def _run_candidate(
         del graph.input[marks[1] :]
         del graph.output[marks[2] :]
     if failure is not None:
-        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, failure
+        return (
+            run_with_tensors(proto, accumulated, feeds, optimization_level="disable", base_dir=path.parent),
+            {},
+            failure,
+        )
     names = [o.name for o in session.get_outputs()]
     try:
         values = dict(zip(names, session.run(None, all_feeds), strict=True))
     except ort_errors() as e:
         failure = f"the candidate's modules do not run on the reference's inputs: {e}"
-        return run_with_tensors(proto, accumulated, feeds, optimization_level="disable"), {}, failure
+        return (
+            run_with_tensors(proto, accumulated, feeds, optimization_level="disable", base_dir=path.parent),
+            {},
+            failure,
+        )
     return {t: values[t] for t in accumulated}, {t: values[t] for t in local_names}, None
 
 

@@ -2,7 +2,10 @@
 
 Symbolic dimensions are filled from Optimum's ``DEFAULT_DUMMY_SHAPES`` (``batch_size`` 2,
 ``sequence_length`` 16, ...), from the model's ``config.json`` where it knows better (``height`` and
-``width`` from ``image_size``), and from the user's ``shapes``, which win. Sums of dimensions as
+``width`` from ``image_size``), for a component of transformers' exporter from the shapes its
+``export.json`` records for the traced inputs (and a KV cache input's length axis,
+``[batch, heads, length, head_dim]``, ``DEFAULT_PAST_SEQUENCE_LENGTH``), and from the user's ``shapes``,
+which win. Sums of dimensions as
 Optimum writes them (``past_sequence_length + sequence_length``) are evaluated. Token ids stay
 below the vocabulary size (from the config, or from the embedding table the ids index).
 """
@@ -107,23 +110,24 @@ def generate_inputs(
     shapes: Mapping[str, int] | None = None,
     config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     seed: int = 0,
+    source: str | os.PathLike[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """One deterministic feed per graph input of ``model`` (a path or a proto; external data is not read).
 
     ``config`` is the model's ``config.json`` (a path, its directory or a dict); by default the one
-    beside the model file, if any. A dimension no source names raises a :class:`HierarchyError` that
-    says which ``--shape`` to give.
+    beside the model file, if any. ``source``: the file a proto was read from (for the files beside it).
+    A dimension no source names raises a :class:`HierarchyError` that says which ``--shape`` to give.
     """
-    path = None if isinstance(model, onnx.ModelProto) else Path(model)
-    if path is not None:
+    path = Path(source) if source is not None else None if isinstance(model, onnx.ModelProto) else Path(model)
+    if not isinstance(model, onnx.ModelProto):
         from optimum_hierarchy.wire import read_model_file
 
-        with read_model_file(path) as source:  # inputs and weight shapes only: no weight values
-            proto = source.proto
+        with read_model_file(Path(model)) as opened:  # inputs and weight shapes only: no weight values
+            proto = opened.proto
     else:
-        proto = model  # type: ignore[assignment]
+        proto = model
     cfg = _read_config(config, path)
-    dims = input_dimensions(cfg, shapes)
+    dims = input_dimensions(cfg, {**(_traced_dimensions(path, proto) if path is not None else {}), **(shapes or {})})
     initializers = {t.name for t in proto.graph.initializer}
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
@@ -137,6 +141,37 @@ def generate_inputs(
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         feeds[value.name] = _values(proto, value.name, shape=shape, dtype=dtype, config=cfg, dims=dims, rng=rng)
     return feeds
+
+
+def _is_cache(name: str) -> bool:
+    """An input of transformers' exporter holding a KV cache layer (``input.cache.layers.0.keys``)."""
+    return ".cache." in f".{name}" and name.endswith((".keys", ".values"))
+
+
+def _traced_dimensions(path: Path, proto: onnx.ModelProto) -> dict[str, int]:
+    """For a component file of transformers' exporter: each symbolic dimension of an input, from the shape
+    ``export.json`` records for that traced input; a cache input's length axis is the past length."""
+    from optimum_hierarchy.export_record import exported_component_entry
+
+    found = exported_component_entry(path)
+    if found is None:
+        return {}
+    kwargs = (found[1].get("metadata") or {}).get("kwargs") or {}
+    dims: dict[str, int] = {}
+    for value in proto.graph.input:
+        shape_dims = list(value.type.tensor_type.shape.dim)
+        record = kwargs.get(value.name.removeprefix("input.")) if isinstance(kwargs, dict) else None
+        traced = record.get("shape") if isinstance(record, dict) else None
+        if isinstance(traced, list) and len(traced) == len(shape_dims):
+            pairs = list(zip(shape_dims, traced, strict=True))
+        elif _is_cache(value.name) and len(shape_dims) == 4:
+            pairs = [(shape_dims[2], DEFAULT_PAST_SEQUENCE_LENGTH)]
+        else:
+            continue
+        for dim, size in pairs:
+            if dim.dim_param and _NAME.match(dim.dim_param) and isinstance(size, int) and size >= 0:
+                dims.setdefault(dim.dim_param, size)
+    return dims
 
 
 def _values(
@@ -160,11 +195,12 @@ def _values(
     if name == "token_type_ids":
         return np.zeros(shape, dtype=dtype)
     if name.endswith("position_ids") and shape:
-        past = (
-            dims.get("past_sequence_length", 0)
-            if any(i.name.startswith("past_key_values") for i in proto.graph.input)
-            else 0
-        )
+        past = 0
+        if any(i.name.startswith("past_key_values") for i in proto.graph.input):
+            past = dims.get("past_sequence_length", 0)
+        cache = next((i for i in proto.graph.input if _is_cache(i.name)), None)
+        if cache is not None and len(cache.type.tensor_type.shape.dim) == 4:  # positions continue after the cache
+            past = _dimension(cache.type.tensor_type.shape.dim[2], dims, cache.name)
         return np.broadcast_to(np.arange(past, past + shape[-1], dtype=dtype), shape).copy()
     vocab = config.get("vocab_size")
     bound = _index_bound(proto, name) or (vocab if isinstance(vocab, int) and vocab > 0 else None) or 2

@@ -217,7 +217,7 @@ def profile_model(
     metadata = decode_model_metadata(read_props(proto), source=str(file))
     if config is None and (file.parent / "config.json").is_file():
         config = file.parent / "config.json"
-    feeds = generate_inputs(proto, shapes=shapes, config=config, seed=seed)
+    feeds = generate_inputs(proto, shapes=shapes, config=config, seed=seed, source=file)
 
     with tempfile.TemporaryDirectory(prefix="optimum_hierarchy_profile_") as tmp:
         events, saved_path = _run_profiled(

@@ -128,9 +128,12 @@ def run_with_tensors(
     feeds: Mapping[str, np.ndarray],
     *,
     optimization_level: str = "all",
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run ``model`` once on ``feeds`` and return the values of the tensors ``names`` (graph outputs included)."""
-    session = make_session(model, optimization_level=optimization_level, extra_outputs=names)
+    """Run ``model`` once on ``feeds`` and return the values of the tensors ``names`` (graph outputs included).
+
+    ``base_dir``: where a proto's external data lives (see :func:`make_session`)."""
+    session = make_session(model, optimization_level=optimization_level, extra_outputs=names, base_dir=base_dir)
     outputs = [o.name for o in session.get_outputs()]
     try:
         values = session.run(None, dict(feeds))
