@@ -20,6 +20,10 @@ needs_exporters = pytest.mark.skipif(
 
 CLI_RUNS = {
     "llama-fused": ("llama", "text-generation-with-past", ["--ort-fusions", "cpu"]),
+    "qwen2": ("qwen2", "text-generation-with-past", []),
+    "mixtral": ("mixtral", "text-generation-with-past", []),
+    "whisper": ("whisper", "automatic-speech-recognition-with-past", []),
+    "t5": ("t5", "text2text-generation-with-past", []),
     "llava": ("llava", "image-text-to-text", []),
 }
 
