@@ -1,4 +1,4 @@
-"""The module tree and root of a file written by transformers' exporter, from the export's own evidence.
+"""The module tree and root of a dynamo-exported file, from the export's own evidence (transformers' exporter too).
 
 ``ExportedModel.save_pretrained`` writes ``<component>.onnx`` files, the model's ``config.json`` and an
 ``export.json`` naming each component's file and the class of the module it exported
@@ -7,12 +7,16 @@
 stack, relative to that module: ``pkg.torch.onnx.name_scopes`` (paths) and
 ``pkg.torch.onnx.class_hierarchy`` (their classes, the exported module's first).
 
-:func:`tree_for_exported_component` builds the tree of a whole model for each class the export names
-(the config's ``architectures`` first, then each component's ``architecture``), on PyTorch's ``meta``
-device, and keeps the first in which exactly one module can be the file's root: a module of the
-exported class under which every path the nodes record exists, with the class they record. Where
-several modules qualify (a ``Linear`` ``lm_head`` whose nodes record no deeper path), the one the
-component is named after is taken, else none: the root is never guessed against the nodes' metadata.
+:func:`tree_for_exported_component` builds the tree of a whole model for each class the evidence names
+(the exported class the nodes record, the config's ``architectures``, then each component's
+``architecture`` in ``export.json``), on PyTorch's ``meta`` device, and keeps the first in which exactly
+one module can be the file's root: a module of the exported class under which every path the nodes
+record exists, with the class they record. Where several modules qualify (a ``Linear`` ``lm_head``
+whose nodes record no deeper path), the one the component is named after is taken, else none: the
+root is never guessed against the nodes' metadata. The same serves a plain ``torch.onnx.export`` file
+beside its ``config.json`` (no ``export.json``): a config saved from ``ResNetConfig`` names no
+architecture, and the ``ResNetModel`` its model type gives has none of the
+``ResNetForImageClassification`` paths the nodes record.
 """
 
 from __future__ import annotations
@@ -107,14 +111,13 @@ def _roots(tree: ModuleTree, root_class: str, scopes: Mapping[str, set[str]]) ->
 def tree_for_exported_component(
     path: Path, config_path: Path | None, nodes_metadata: Sequence[Mapping[str, str]]
 ) -> ComponentTree | None:
-    """The whole model's tree and this file's root (see the module docstring); ``None`` when no class fits."""
+    """The whole model's tree and this file's root (see the module docstring); ``None`` when no class fits
+    or no config is at hand."""
     import torch
     import transformers
 
     found = exported_component_entry(path)
-    if found is None:
-        return None
-    component, _entry, manifest = found
+    component, manifest = (found[0], found[2]) if found is not None else (None, {})
     root_class, scopes = _recorded_scopes(nodes_metadata)
     if root_class is None:
         logger.warning("%s: its nodes record no single exported module class; the export record is not used.", path)
@@ -127,7 +130,8 @@ def tree_for_exported_component(
     except (OSError, ValueError, KeyError) as e:
         logger.warning("%s: cannot be read as a transformers config (%s).", config_file, e)
         return None
-    names = list(getattr(config, "architectures", None) or [])
+    names = [root_class.rsplit(".", 1)[-1]]
+    names += [n for n in getattr(config, "architectures", None) or [] if n not in names]
     for other in manifest.get("components", {}).values():
         name = (other.get("metadata") or {}).get("architecture")
         if isinstance(name, str) and name not in names:
@@ -147,7 +151,7 @@ def tree_for_exported_component(
 
         tree = capture_module_tree(model)
         roots = _roots(tree, root_class, scopes)
-        if len(roots) > 1:
+        if len(roots) > 1 and component is not None:
             roots = [r for r in roots if r.rsplit(".", 1)[-1] == component] or roots
         if len(roots) == 1:
             return ComponentTree(
@@ -155,7 +159,11 @@ def tree_for_exported_component(
                 root=roots[0],
                 model_type=getattr(config, "model_type", None),
                 model_class=qualified_class_name(model),
-                origin=f"{MANIFEST} and {config_file.name} ({name}, component {component!r} at {roots[0] or 'root'!r})",
+                origin=(
+                    f"{config_file.name} and the nodes' records ({name}"
+                    + (f", {MANIFEST} component {component!r}" if component is not None else "")
+                    + f" at {roots[0] or 'the root'!r})"
+                ),
             )
         if len(roots) > 1:
             logger.warning(
@@ -165,5 +173,5 @@ def tree_for_exported_component(
                 ", ".join(roots[:5]),
                 name,
             )
-    logger.info("%s: no class named by %s fits the nodes' own module records (%s).", path, MANIFEST, root_class)
+    logger.info("%s: no class the export names fits the nodes' own module records (%s).", path, root_class)
     return None

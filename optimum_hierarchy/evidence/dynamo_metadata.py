@@ -29,6 +29,7 @@ __all__ = [
     "CLASS_HIERARCHY_KEY",
     "NAME_SCOPES_KEY",
     "NO_MODULE_MARKER",
+    "REWRITE_RULE_KEY",
     "DynamoScopes",
     "has_dynamo_metadata",
     "module_scopes",
@@ -46,6 +47,7 @@ from optimum_hierarchy.modules import (
     ModuleTree,
     ParameterInfo,
     ancestors,
+    common_ancestor,
     depth_of,
     is_well_formed,
     join_path,
@@ -60,6 +62,9 @@ NO_MODULE_MARKER = "_empty_nn_module_stack_from_metadata_hook"
 """What torch writes as the only "module" of a node whose module stack is empty: a node at the top level of
 the exported program (a ``sym_size`` of an input), i.e. in the exported module's own code."""
 CLASS_HIERARCHY_KEY = "pkg.torch.onnx.class_hierarchy"
+REWRITE_RULE_KEY = "pkg.onnxscript.rewriter.rule_name"
+"""What onnxscript's rewriter (and transformers' ONNX Runtime fusions, built on it) writes on a node it created:
+the names of the rules that made it. Such a node carries the ``name_scopes`` of the first node it matched."""
 
 MAX_CHARS = 64 * 1024
 """Longest ``name_scopes`` / ``class_hierarchy`` value read (a real one is a few hundred characters)."""
@@ -180,7 +185,11 @@ class DynamoScopes:
     node after the metadata was written (a file annotated after the fact). A parameter read by
     several nodes is not checked: onnxscript's optimizer merges equal initializers (zero biases,
     unit LayerNorm weights) into one named after the first, so that name says nothing about its
-    other readers.
+    other readers. A node a rewrite rule made (``REWRITE_RULE_KEY``) whose parameters lie outside its
+    recorded module stands for the node it was recorded from and for the nodes that read those
+    parameters (a Conv with the BatchNorm folded into it: recorded as the norm, reading the conv's
+    weight): it is placed at their lowest common ancestor (source ``context``; not at the root, which
+    needs a witness). Any other node whose parameters lie outside its recorded module is refused.
     """
 
     name = "dynamo-metadata"
@@ -205,6 +214,11 @@ class DynamoScopes:
             )
         if self.check_parameters:
             outside = self._parameters_outside(view, i, deepest)
+            if outside and REWRITE_RULE_KEY in view.metadata(i):
+                holders = self._owner_sets(view.tree).get(view.full_path(outside), frozenset())
+                both = common_ancestor([deepest, *holders]) if len(holders) == 1 else None
+                if both:  # (not "" : the root is no evidence)
+                    return Found(both, AttributionSource.CONTEXT)
             if outside:
                 return Missing(
                     f"its {NAME_SCOPES_KEY} module {deepest!r} does not hold the parameter {outside!r} it reads "
