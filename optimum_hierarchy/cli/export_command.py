@@ -10,9 +10,16 @@ __all__ = ["ExportCommand"]
 import logging
 import sys
 from argparse import ArgumentParser
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from optimum.commands.base import BaseOptimumCLICommand
+
+if TYPE_CHECKING:
+    from optimum_hierarchy.exporters.results import HierarchyExportResult
+
+_R = TypeVar("_R", bound="HierarchyExportResult")
 
 _TASKS = ("auto", "feature-extraction", "text-classification", "image-classification", "text-generation")
 _GENERATIVE = (  # kept equal to exporters.generation_export.GENERATIVE_TASKS by a test (that module is heavy)
@@ -95,8 +102,7 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
     def run(self) -> None:
         from rich.console import Console
 
-        from optimum_hierarchy.cli.output import print_error, print_export_result
-        from optimum_hierarchy.errors import HierarchyError
+        from optimum_hierarchy.cli.output import print_error
         from optimum_hierarchy.exporters.task_export import OutputMismatchError, export_task_with_hierarchy
 
         a = self.args
@@ -107,8 +113,8 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
         if a.ort_fusions is not None:
             print_error(f"--ort-fusions is for the generative tasks ({', '.join(_GENERATIVE)}), not --task {a.task}.")
             sys.exit(1)
-        try:
-            result = export_task_with_hierarchy(
+        result = _exported_or_exit(
+            lambda: export_task_with_hierarchy(
                 a.model,
                 a.output,
                 task=a.task,
@@ -119,15 +125,9 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
                 strict=a.strict,
                 validate=not a.no_validation,
                 atol=a.atol,
-            )
-        except OutputMismatchError as e:
-            print_export_result(e.result)
-            print_error(str(e))
-            sys.exit(1)
-        except HierarchyError as e:
-            print_error(str(e))
-            sys.exit(1)
-        print_export_result(result)
+            ),
+            OutputMismatchError,
+        )
         console = Console()
         console.print(f"Task: {result.task}; exported with torch's dynamo exporter.", highlight=False)
         if result.static_axes:
@@ -141,16 +141,14 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
     def _run_generative(self) -> None:
         from rich.console import Console
 
-        from optimum_hierarchy.cli.output import print_error, print_export_result
-        from optimum_hierarchy.errors import HierarchyError
         from optimum_hierarchy.exporters.generation_export import (
             GenerationMismatchError,
             export_generation_with_hierarchy,
         )
 
         a = self.args
-        try:
-            result = export_generation_with_hierarchy(
+        result = _exported_or_exit(
+            lambda: export_generation_with_hierarchy(
                 a.model,
                 a.output,
                 task=a.task,
@@ -161,15 +159,9 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
                 strict=a.strict,
                 validate=not a.no_validation,
                 new_tokens=a.new_tokens,
-            )
-        except GenerationMismatchError as e:
-            print_export_result(e.result)
-            print_error(str(e))
-            sys.exit(1)
-        except HierarchyError as e:
-            print_error(str(e))
-            sys.exit(1)
-        print_export_result(result)
+            ),
+            GenerationMismatchError,
+        )
         console = Console()
         fused = f", ort_fusions={result.ort_fusions}" if result.ort_fusions else ""
         console.print(
@@ -181,3 +173,20 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             console.print(f"Validation: {result.generation.describe()}.", highlight=False)
         elif result.skipped_validation:
             console.print(f"Validation skipped: {result.skipped_validation}.", highlight=False)
+
+
+def _exported_or_exit(export: Callable[[], _R], mismatch: type[Exception]) -> _R:
+    """Run ``export`` and print its result; on a :class:`HierarchyError` print it and exit 1 (for ``mismatch``,
+    a validation failure whose files are written, print the result first)."""
+    from optimum_hierarchy.cli.output import print_error, print_export_result
+    from optimum_hierarchy.errors import HierarchyError
+
+    try:
+        result = export()
+    except HierarchyError as e:
+        if isinstance(e, mismatch):  # both mismatch errors carry the result
+            print_export_result(getattr(e, "result"))  # noqa: B009
+        print_error(str(e))
+        sys.exit(1)
+    print_export_result(result)
+    return result

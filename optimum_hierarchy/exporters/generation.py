@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.exporters.pytorch import replaced_forward
 
 PREFILL, DECODE = "prefill", "decode"
 
@@ -53,20 +54,6 @@ def _runner_call(runner: Any, kwargs: Mapping[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def _replaced(module: Any, forward: Any) -> Iterator[None]:
-    had_own = "forward" in module.__dict__
-    original = module.__dict__.get("forward")
-    module.forward = forward
-    try:
-        yield
-    finally:
-        if had_own:
-            module.forward = original
-        else:
-            del module.forward
-
-
-@contextlib.contextmanager
 def _components_as_forward(model: Any, runners: Mapping[str, Any]) -> Iterator[None]:
     """``model``'s forwards replaced by the runners, as described in the module docstring."""
     if DECODE not in runners:
@@ -94,10 +81,10 @@ def _components_as_forward(model: Any, runners: Mapping[str, Any]) -> Iterator[N
             return _runner_call(runners[PREFILL], kwargs)
         with contextlib.ExitStack() as stack:
             for name, sub in inner.items():
-                stack.enter_context(_replaced(sub, _keyword_runner(sub, runners[name])))
+                stack.enter_context(replaced_forward(sub, _keyword_runner(sub, runners[name])))
             return original(**kwargs)
 
-    with _replaced(model, forward):
+    with replaced_forward(model, forward):
         yield
 
 
