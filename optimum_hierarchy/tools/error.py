@@ -16,7 +16,8 @@ inputs fed with the reference's values), so both errors of every module come fro
 
 Metrics: the largest absolute difference, the relative L2 error ``||c - r|| / ||r||``, and the cosine
 similarity of the flattened outputs. A module that cannot be compared says why (its outputs were
-fused away or renamed in one file, an input of it has no counterpart in the reference).
+fused away or renamed in one file, an input of it has no counterpart in the reference). Two files with
+the same module tree whose compared tensors differ in shape (another hidden size) are an error.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import onnx
 
 from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.modules import ModuleInfo
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.read import read_hierarchy
 from optimum_hierarchy.retriever import HierarchyRetriever
@@ -192,6 +194,9 @@ def module_errors(
     cand_values, local_values, failure = _run_candidate(
         cand_path, cand_proto, accumulated=wanted_cand, feeds=cand_feeds, copies=copies, known=known
     )
+    _check_same_shapes(
+        ref_path, cand_path, modules=modules, tensors=tensors, ref_values=ref_values, cand_values=cand_values
+    )
     rows = []
     for m in modules:
         names = tensors[m.path]
@@ -217,6 +222,28 @@ def module_errors(
         rows.append(ModuleError(m.path, m.class_name, names, accumulated, local, why))
     shapes_used = {k: list(np.shape(v)) for k, v in feeds.items()}
     return ErrorReport(reference=ref_path, candidate=cand_path, inputs=shapes_used, modules=tuple(rows))
+
+
+def _check_same_shapes(
+    ref_path: Path,
+    cand_path: Path,
+    *,
+    modules: Sequence[ModuleInfo],
+    tensors: Mapping[str, tuple[str, ...]],
+    ref_values: Mapping[str, np.ndarray],
+    cand_values: Mapping[str, np.ndarray],
+) -> None:
+    """Raise when a compared tensor has another shape in each file: one module tree, but models of different sizes."""
+    for m in modules:
+        for t in tensors[m.path]:
+            ref_shape, cand_shape = np.shape(ref_values[t]), np.shape(cand_values[t])
+            if ref_shape != cand_shape:
+                raise HierarchyError(
+                    f"{ref_path} and {cand_path} hold models of different sizes: the output {t!r} of module "
+                    f"{m.path or '(root)'!r} has shape {list(ref_shape)} in the reference and {list(cand_shape)} "
+                    "in the candidate (same module tree, other dimensions, e.g. another hidden size); compare two "
+                    "files of one model."
+                )
 
 
 def _produced(proto: onnx.ModelProto) -> set[str]:

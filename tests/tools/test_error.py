@@ -170,3 +170,27 @@ def test_bert_int4_local_and_accumulated_error(task_exports: dict[str, Path], tm
     # a LayerNorm, and with these tiny random weights it measured 1.3e-2 after layer 0, 1.2e-2 after layer 1.)
     layers = [rows[f"encoder.layer.{i}"].accumulated for i in range(2)]
     assert all(layer is not None and layer.rel_l2 > 0 for layer in layers)
+
+
+def test_models_of_different_sizes_are_a_clear_error(
+    task_exports: dict[str, Path], task_model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """BERT of hidden size 64 against the same config with hidden size 32: one module tree, other shapes."""
+    from optimum_hierarchy.demo import build_tiny_model
+    from optimum_hierarchy.exporters.task_export import export_task_with_hierarchy
+
+    reference = task_exports["bert"] / "model.onnx"
+    config = json.loads((task_model_dirs["bert"] / "config.json").read_text())
+    assert config["hidden_size"] == 64
+    build_tiny_model("bert", tmp_path / "narrow", hidden_size=32, intermediate_size=64)
+    export_task_with_hierarchy(tmp_path / "narrow", tmp_path / "export", task="feature-extraction")
+    candidate = tmp_path / "export" / "model.onnx"
+    explorer = tmp_path / "error.json"
+    completed = run_cli(
+        "hierarchy", "error", str(reference), str(candidate), "--model-explorer", str(explorer), check=False
+    )
+    message = " ".join(completed.stderr.split())
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr and "broadcast" not in message
+    assert "different sizes" in message and "'last_hidden_state'" in message and "[2, 16, 64]" in message, message
+    assert not explorer.exists()
