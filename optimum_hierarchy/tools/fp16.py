@@ -5,7 +5,11 @@ computation to float16 except for the nodes in its ``node_block_list``, which ke
 behind ``Cast`` nodes; an initializer only blocked nodes read stays float32. Here the blocked nodes are
 the nodes of the modules to keep (module globs resolved to the node names of the exact file, fused
 nodes that replaced part of a kept module included), and the result is re-attributed from the file's
-provenance (the ``Cast`` nodes the converter adds get the module around them). No optimum-onnx is needed.
+provenance (the ``Cast`` nodes the converter adds get the module around them). The converter appends
+some ``Cast`` nodes after their readers, so the nodes are sorted topologically (onnx_ir's stable sort)
+before the file is written; and it types the value infos of the initializers it keeps in float32 as
+float16, so those take their initializer's type again (the file passes ``onnx.checker``'s full check).
+No optimum-onnx is needed.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import collections
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 
 from optimum_hierarchy.annotate import annotate_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
@@ -75,6 +81,8 @@ def convert_fp16(
         node_block_list=list(selection.nodes_to_exclude) if selection is not None else None,
         disable_shape_infer=external,  # shape inference needs the model in memory, under 2 GB
     )
+    _sort_topologically(converted)
+    _type_initializer_values(converted)
     summary, _ = annotate_proto(converted, meta.tree, meta.export, where=str(target))
     kinds = collections.Counter(
         onnx.TensorProto.DataType.Name(t.data_type).lower()
@@ -94,3 +102,44 @@ def convert_fp16(
     )
     logger.info("%s: float16 (%s); %s", target, result.initializers, summary.describe())
     return result
+
+
+def _sort_topologically(proto: onnx.ModelProto) -> None:
+    """Reorder the nodes of ``proto`` (and of its subgraphs) topologically, in place, with onnx_ir's stable sort.
+
+    Only the order changes: each node proto (its metadata included) is kept as it is.
+    """
+    model = ir.serde.deserialize_model(proto)  # node i of each graph is node i of the proto's graph
+    pairs = list(_graph_pairs(proto.graph, model.graph))
+    before = [{id(node): i for i, node in enumerate(graph)} for _, graph in pairs]
+    model.graph.sort()
+    for (proto_graph, graph), index in zip(pairs, before, strict=True):
+        order = [index[id(node)] for node in graph]
+        if order != sorted(order):
+            nodes = [proto_graph.node[i] for i in order]
+            kept = [onnx.NodeProto() for _ in nodes]
+            for copy, node in zip(kept, nodes, strict=True):
+                copy.CopyFrom(node)
+            del proto_graph.node[:]
+            proto_graph.node.extend(kept)
+
+
+def _type_initializer_values(proto: onnx.ModelProto) -> None:
+    """Give each value info of an initializer (main graph) the initializer's own element type."""
+    types = {t.name: t.data_type for t in proto.graph.initializer}
+    for value in proto.graph.value_info:
+        if value.name in types and value.type.HasField("tensor_type"):
+            value.type.tensor_type.elem_type = types[value.name]
+
+
+def _graph_pairs(proto_graph: onnx.GraphProto, graph: ir.Graph) -> Iterator[tuple[onnx.GraphProto, ir.Graph]]:
+    """Each graph of the proto with the onnx_ir graph deserialized from it, subgraphs included."""
+    yield proto_graph, graph
+    for proto_node, node in zip(proto_graph.node, graph, strict=True):
+        for attribute in proto_node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _graph_pairs(attribute.g, node.attributes[attribute.name].as_graph())
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                subs = node.attributes[attribute.name].as_graphs()
+                for proto_sub, sub in zip(attribute.graphs, subs, strict=True):
+                    yield from _graph_pairs(proto_sub, sub)

@@ -100,3 +100,27 @@ def test_convert_needs_a_mode_and_a_matching_glob(task_exports: dict[str, Path],
     )
     assert bad.returncode == 1 and "Closest module paths" in bad.stderr.replace("\n", " ")
     assert not output.exists()
+
+
+def test_kept_modules_give_a_sorted_graph_that_passes_the_checker(
+    task_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """ONNX Runtime's converter appends the Casts around kept nodes after their readers; the file written is sorted."""
+    from optimum_hierarchy.tools.fp16 import convert_fp16
+
+    source = task_exports["bert"] / "model.onnx"
+    output = tmp_path / "fp16.onnx"
+    convert_fp16(source, output, keep_fp32_modules=["embeddings"])
+    converted = onnx.load(str(output))
+    onnx.checker.check_model(converted, full_check=True)
+    available = {v.name for v in (*converted.graph.input, *converted.graph.initializer)}
+    for node in converted.graph.node:
+        assert all(not t or t in available for t in node.input), node.name
+        available.update(node.output)
+
+    def hierarchy(node: onnx.NodeProto) -> dict[str, str]:
+        return {p.key: p.value for p in node.metadata_props if p.key.startswith("pkg.optimum_hierarchy.")}
+
+    before = {n.name: hierarchy(n) for n in onnx.load(str(source), load_external_data=False).graph.node}
+    after = {n.name: hierarchy(n) for n in converted.graph.node}
+    assert before and all(after[name] == props for name, props in before.items())
