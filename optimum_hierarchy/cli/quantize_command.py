@@ -31,7 +31,13 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
             help="int4 weight-only quantization of MatMul weights (ONNX Runtime's MatMulNBits); required.",
         )
         parser.add_argument(
-            "--block-size", type=int, default=128, help="Weights per int4 block and scale (16, 32, 64, 128, 256)."
+            "--block-size",
+            type=int,
+            default=128,
+            help=(
+                "Weights per int4 block and scale: 16, 32, 64, 128 (default) or 256; a smaller block lowers the "
+                "error and makes the file larger (one scale per block)."
+            ),
         )
         group = parser.add_mutually_exclusive_group()
         group.add_argument(

@@ -180,3 +180,20 @@ def test_file_without_hierarchy_and_output_over_input(tmp_path: Path, task_expor
     assert not (tmp_path / "o.onnx").exists()
     same = run_cli("hierarchy", "quantize", str(plain), "-o", str(plain), "--int4", check=False)
     assert same.returncode == 1 and "is the input file" in same.stderr.replace("\n", " ")
+
+
+def test_the_block_size_default_is_stated_in_the_help_and_the_docs() -> None:
+    import argparse
+    import inspect
+
+    from optimum_hierarchy.cli.quantize_command import QuantizeCommand
+    from optimum_hierarchy.tools.int4 import quantize_int4
+
+    default = inspect.signature(quantize_int4).parameters["block_size"].default
+    parser = argparse.ArgumentParser()
+    QuantizeCommand.parse_args(parser)
+    (action,) = [a for a in parser._actions if "--block-size" in a.option_strings]
+    assert action.default == default == 128
+    assert action.help is not None and f"{default} (default)" in action.help and "smaller" in action.help
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "tools.md").read_text().split())
+    assert f"{default} weights by default (`--block-size`)" in docs and "smaller block lowers the error" in docs
