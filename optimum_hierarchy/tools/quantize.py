@@ -43,8 +43,14 @@ from optimum.onnxruntime.configuration import QuantizationConfig  # noqa: E402
 from optimum.onnxruntime.quantization import ORTQuantizer  # noqa: E402
 
 from optimum_hierarchy.exporters.results import AnnotatedFile  # noqa: E402
+from optimum_hierarchy.read import read_hierarchy  # noqa: E402
 from optimum_hierarchy.restore import restore_if_annotated  # noqa: E402
-from optimum_hierarchy.tools.selection import Globs, ModuleSelection, nodes_for_modules  # noqa: E402
+from optimum_hierarchy.tools.selection import (  # noqa: E402
+    Globs,
+    ModuleSelection,
+    closest_modules,
+    nodes_for_modules,
+)
 from optimum_hierarchy.walk import iter_proto_nodes  # noqa: E402
 from optimum_hierarchy.wire import read_model_file  # noqa: E402
 
@@ -137,7 +143,8 @@ def quantize_by_module(
     ``infer_types``: type every tensor first with ONNX Runtime's symbolic shape inference, which the
     quantizer needs after contrib operators (``Attention``, ``SkipLayerNormalization``); by default
     only when the graph has such operators. ``restore``: re-attribute the output file
-    (``annotate_hierarchy``) so that it keeps its hierarchy.
+    (``annotate_hierarchy``) so that it keeps its hierarchy. A ``save_dir`` that cannot be created or
+    written raises :class:`HierarchyError` before anything is quantized.
     """
     source = Path(quantizer.onnx_model_path)
     if selection is not None and (exclude_modules or include_modules):
@@ -152,8 +159,7 @@ def quantize_by_module(
     config = with_module_selection(quantization_config, selection) if selection is not None else quantization_config
     if infer_types is None:
         infer_types = _needs_types(source)
-    save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
+    save_dir = _writable_directory(Path(save_dir))
     typed = False
     with contextlib.ExitStack() as stack:
         target = quantizer
@@ -184,6 +190,20 @@ def quantize_by_module(
     return ModuleQuantizationResult(
         save_dir=save_dir, model=output, selection=selection, annotated=annotated, types_inferred=typed
     )
+
+
+def _writable_directory(save_dir: Path) -> Path:
+    """``save_dir``, created if needed, once a file could be created in it; else a :class:`HierarchyError`."""
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=save_dir):
+            pass
+    except OSError as e:
+        raise HierarchyError(
+            f"output directory {save_dir}: cannot be written ({e.strerror or e}); check its permissions or give "
+            "another directory."
+        ) from e
+    return save_dir
 
 
 class ModuleQuantizer(ORTQuantizer):  # type: ignore[misc]  # optimum is untyped
@@ -233,7 +253,8 @@ def directory_selections(
     """The selection of each ``*.onnx`` file of ``directory`` (the files the CLI quantizes), by resolved path.
 
     A glob has to match a module in one of the files, not in each (a decoder and its encoder hold
-    different modules); one that matches in none raises :class:`~optimum_hierarchy.errors.HierarchyError`.
+    different modules); one that matches in none raises :class:`~optimum_hierarchy.errors.HierarchyError`
+    naming the closest module paths of the files.
     """
     exclude, include = _globs(exclude_modules), _globs(include_modules)
     files = sorted(Path(directory).glob("*.onnx"))
@@ -244,9 +265,11 @@ def directory_selections(
     for glob in (*exclude, *include):
         if selections and not any(s.matched[glob] for s in selections.values()):
             names = ", ".join(f.name for f in files)
+            paths = {p for f in files for p in read_hierarchy(f).tree}
             raise HierarchyError(
                 f"module glob {glob!r} matches no module of {names} in {directory} ('*' is one path "
-                f"segment, '**' any number). List the modules with `optimum-cli hierarchy tree {files[0]}`."
+                f"segment, '**' any number).{closest_modules(glob, sorted(paths))} List the modules with "
+                f"`optimum-cli hierarchy tree {files[0]}`."
             )
     return selections
 

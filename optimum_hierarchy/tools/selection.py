@@ -122,7 +122,8 @@ def _load_attributed(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[o
     return proto, path
 
 
-def _closest(glob: str, paths: Iterable[str]) -> str:
+def closest_modules(glob: str, paths: Iterable[str]) -> str:
+    """A sentence naming the (up to 3) module paths closest to ``glob``, or ``""`` when none is close."""
     close = difflib.get_close_matches(glob, [p for p in paths if p], n=3, cutoff=0.6)
     return f" Closest module paths: {', '.join(close)}." if close else ""
 
@@ -161,7 +162,7 @@ def nodes_for_modules(
         glob = missing[0]
         raise HierarchyError(
             f"module glob {glob!r} matches no module of {where} ('*' is one path segment, '**' any number)."
-            f"{_closest(glob, retriever.tree)} List the modules with `optimum-cli hierarchy tree {where}`."
+            f"{closest_modules(glob, retriever.tree)} List the modules with `optimum-cli hierarchy tree {where}`."
         )
     excluded = {p for glob in exclude for p in matched[glob]}
     included = {p for glob in include for p in matched[glob]}

@@ -25,6 +25,7 @@ import pytest
 import torch
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
+from reliability.faults import RESTRICTED, run_restricted_cli
 from support import load_torch_model, make_feeds, run_cli, task_of
 from transformers.pytorch_utils import Conv1D
 
@@ -457,8 +458,32 @@ def test_cli_unmatched_glob_writes_nothing(cli_exports: dict[str, Path], tmp_pat
     )  # fmt: skip
     assert completed.returncode == 1
     assert "'vit.encoder.layer.9' matches no module" in completed.stderr
+    closest = " ".join(completed.stderr.split()).partition("Closest module paths: ")[2].partition(". List")[0]
+    assert {"vit.encoder.layer.0", "vit.encoder.layer.1"} <= set(closest.split(", ")), completed.stderr
     assert "optimum-cli hierarchy tree" in completed.stderr
     assert not out.exists()
+
+
+@pytest.mark.skipif(RESTRICTED is None, reason="cannot drop the capabilities that bypass permissions")
+@pytest.mark.parametrize("existing", [True, False], ids=["read-only", "under-read-only"])
+def test_cli_unwritable_output_directory_is_a_clear_error(
+    existing: bool, cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    out = read_only if existing else read_only / "q"
+    read_only.chmod(0o555)
+    try:
+        completed = run_restricted_cli(
+            "onnxruntime", "quantize", "--avx512", "--onnx_model", str(cli_exports["bert"]), "-o", str(out),
+            "--exclude-modules", "encoder.layer.0.*",
+        )  # fmt: skip
+    finally:
+        read_only.chmod(0o755)
+    message = " ".join(completed.stderr.split())
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert f"output directory {out}: cannot be written" in message, message
+    assert not any(read_only.iterdir())
 
 
 def test_cli_without_flags_is_unchanged(cli_exports: dict[str, Path], tmp_path: Path) -> None:
