@@ -24,8 +24,9 @@ The parent's ``export_program`` runs these steps on one graph; the hierarchy is 
 
 Each step is reached through the name the parent calls it by (``ONNXProgram.optimize`` and three
 functions of ``transformers.exporters.exporter_onnx``), wrapped for the duration of one
-``export_program`` call under a lock; the parent's code and its output are unchanged, which the
-tests check bit for bit.
+``export_program`` call under a lock (one hierarchy export at a time per process; an export another
+thread runs meanwhile goes through the wrappers untouched); the parent's code and its output are
+unchanged, which the tests check bit for bit.
 """
 
 from __future__ import annotations
@@ -123,13 +124,20 @@ class _StagedAnnotation:
         module = require_transformers_exporters()
         original_optimize = ONNXProgram.optimize
 
+        owner = threading.get_ident()  # the hooks are process-wide: other threads' exports pass through untouched
+
         def optimize(program: ONNXProgram) -> None:
+            if threading.get_ident() != owner:
+                original_optimize(program)
+                return
             self.first(program.model)
             original_optimize(program)
             self.again(program.model)
 
         def after(step: Callable[..., Any], model_of: Callable[[Any, tuple[Any, ...]], Any]) -> Callable[..., Any]:
             def wrapped(*args: Any, **kwargs: Any) -> Any:
+                if threading.get_ident() != owner:
+                    return step(*args, **kwargs)
                 before = model_of(None, args)
                 if before is not None:
                     self.first(before)  # no optimizer ran: the graph is still as torch wrote it

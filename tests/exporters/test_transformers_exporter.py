@@ -196,3 +196,32 @@ def test_stored_tree_is_the_whole_models_with_the_component_root(generation_expo
         assert set(meta.tree) == {p for p, _ in model.named_modules(remove_duplicate=False)} | set(meta.tree)
         assert {p for p, _ in model.named_modules()} <= set(meta.tree)
         assert meta.export.model_class is not None and meta.export.model_class.endswith("LlavaForConditionalGeneration")
+
+
+def test_hooks_leave_other_threads_exports_alone() -> None:
+    """While the hooks are in place, ``torch.onnx.export`` in another thread runs onnxscript's optimizer as usual and
+    its nodes get no hierarchy (they would get this export's tree otherwise)."""
+    import threading
+
+    import torch
+    from generation_cases import has_transformers_exporters
+
+    if not has_transformers_exporters():
+        pytest.skip("needs transformers.exporters")
+    from optimum_hierarchy.exporters.transformers_exporter import _StagedAnnotation
+    from optimum_hierarchy.modules import ModuleInfo, ModuleTree
+    from optimum_hierarchy.schema import ExportInfo
+
+    staged = _StagedAnnotation(ModuleTree([ModuleInfo(path="", class_name="")]), ExportInfo(), strict=False)
+    found: dict[str, Any] = {}
+
+    def other() -> None:
+        program = torch.onnx.export(torch.nn.Linear(4, 3), (torch.randn(2, 4),), dynamo=True)
+        found["keys"] = {k for node in program.model.graph for k in node.metadata_props}
+
+    with staged.hooks():
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert found["keys"] and not any(k.startswith("pkg.optimum_hierarchy") for k in found["keys"])
+    assert not staged.started
