@@ -396,6 +396,7 @@ span.metric { font-family: monospace; font-size: 12px; color: #a40; }
 li.module.selected > .row > span.label { background: #ffe08a; }
 li.module.match > .row > span.label { outline: 2px solid #e07; }
 #module-info div { margin: 4px 0; overflow-wrap: break-word; }
+h3 { overflow-wrap: anywhere; }  /* a long module path wraps rather than widening the page */
 .link { color: #06c; cursor: pointer; text-decoration: underline; }
 #table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; table-layout: fixed; width: 100%; }
@@ -446,6 +447,11 @@ function shortClass(cls) { return cls ? cls.split(".").pop() : "?"; }
 function within(path, ancestor) { return ancestor === "" || path === ancestor || path.startsWith(ancestor + "."); }
 function nodeLabel(n) { return n.name || "<unnamed " + n.op + ">"; }
 function moduleText(module) { return module === null ? "(unattributed)" : (module || "(root)"); }
+// A node with its module in parentheses: "<unnamed Cast> (root)", not "((root))".
+function nodeWhere(n) {
+  return nodeLabel(n) + " (" + (n.module === null ? "unattributed" : (n.module || "root")) + ")";
+}
+function count(n, what) { return n + " " + what + (n === 1 ? "" : "s"); }
 function ms(value) { return value.toFixed(3) + " ms"; }
 function err(value) {
   if (value === null || value === undefined) return DASH;
@@ -497,7 +503,7 @@ function build(path, depth) {
   label.addEventListener("click", () => select(path));
   const cls = el("span", "cls", shortClass(m.class));
   cls.title = m.class;
-  row.append(toggle, label, cls, el("span", "count", m.nodes + " nodes"));
+  row.append(toggle, label, cls, el("span", "count", count(m.nodes, "node")));
   if (m.params) row.append(el("span", "params", m.params.toLocaleString("en-US") + " params"));
   if (data.profile || data.error) row.append(metricCells(m));
   li.append(row);
@@ -608,7 +614,7 @@ function showNodes(nodes, heading) {
 }
 
 function showNode(n) {
-  const body = showNodes([n], "node " + nodeLabel(n) + " (" + moduleText(n.module) + ")");
+  const body = showNodes([n], "node " + nodeWhere(n));
   toggleDetail(body.firstElementChild, n);
 }
 
@@ -621,7 +627,8 @@ function moduleInfo(path, m) {
     div.append(...content);
     info.append(div);
   };
-  line("counts", m.nodes + " nodes (" + m.own + " its own), " + m.params.toLocaleString("en-US") + " parameters");
+  line("counts",
+    count(m.nodes, "node") + " (" + m.own + " its own), " + m.params.toLocaleString("en-US") + " parameters");
   if (data.profile) {
     line("time", m.time
       ? "time per run: " + ms(m.time.subtree_ms) + " with its submodules" +
@@ -643,7 +650,7 @@ function moduleInfo(path, m) {
     const intro = m.own ? "part of its work is in fused nodes elsewhere: "
                         : "no nodes of its own now; its work is in: ";
     line("fused-into", intro,
-         ...joined(fused.map(n => link(nodeLabel(n) + " (" + moduleText(n.module) + ")", () => showNode(n)))));
+         ...joined(fused.map(n => link(nodeWhere(n), () => showNode(n)))));
   }
 }
 
@@ -657,7 +664,7 @@ function select(path) {
   moduleInfo(path, m);
   const own = document.getElementById("own-only").checked;
   const nodes = data.nodes.filter(n => n.module !== null && (own ? n.module === path : within(n.module, path)));
-  showNodes(nodes, nodes.length + (own ? " own nodes" : " nodes in this module and its submodules"));
+  showNodes(nodes, count(nodes.length, own ? "own node" : "node") + (own ? "" : " in this module and its submodules"));
 }
 
 function search(text) {
@@ -670,7 +677,8 @@ function search(text) {
     items.get(n.module).classList.add("match");
     expandTo(n.module);
   }
-  showNodes(hits, hits.length + " nodes match \\"" + text.trim() + "\\"");
+  const verb = hits.length === 1 ? " matches" : " match";
+  showNodes(hits, count(hits.length, "node") + verb + " \\"" + text.trim() + "\\"");
 }
 
 if (data.profile || data.error) {

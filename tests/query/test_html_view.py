@@ -266,7 +266,7 @@ def test_fused_nodes_emptied_modules_and_result_columns(
         note = browser.find_element(By.CSS_SELECTOR, '#module-info [data-field="fused-into"]')
         assert note.text.startswith("no nodes of its own now; its work is in: ")
         links = note.find_elements(By.CSS_SELECTOR, ".link")
-        assert [e.text for e in links] == [f"{n.name or f'<unnamed {n.op_type}>'} ({_props(n)[MODULE_KEY] or '(root)'})"
+        assert [e.text for e in links] == [f"{n.name or f'<unnamed {n.op_type}>'} ({_props(n)[MODULE_KEY] or 'root'})"
                                            for n in took[path]]  # fmt: skip
     links[-1].click()
     shown = browser.find_elements(By.CSS_SELECTOR, "#nodes tr.node")
@@ -293,6 +293,50 @@ def test_fused_nodes_emptied_modules_and_result_columns(
     _no_horizontal_scroll(browser)
     row.click()
     _no_horizontal_scroll(browser)
+
+
+def test_counts_root_nodes_and_long_module_paths(browser: Any, cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    """ "1 node", not "1 nodes"; an unnamed node at the root is "<unnamed Cast> (root)"; a module heading wraps."""
+    from selenium.webdriver.common.by import By
+
+    proto = onnx.load(str(cli_exports["bert"] / "model.onnx"))
+    # The embeddings' LayerNormalization, made an unnamed fused node at the root that replaced its module's node.
+    emptied = "embeddings.LayerNorm"
+    (norm,) = [n for n in proto.graph.node if _props(n).get(MODULE_KEY) == emptied]
+    assert norm.op_type == "LayerNormalization"
+    norm.name = ""
+    _set_props(norm, {MODULE_KEY: "", SOURCE_KEY: "fusion", SOURCES_KEY: json.dumps([emptied])})
+    model = tmp_path / "model.onnx"
+    onnx.save(proto, str(model))
+    page = tmp_path / "view.html"
+    run_cli("hierarchy", "view", str(model), "-o", str(page))
+    retriever = HierarchyRetriever(model)
+    single = [m for m in retriever.tree if retriever.get_module_stats(m).subtree_nodes == 1]
+    assert single  # the word embeddings' Gather, each other LayerNorm
+
+    browser.set_window_size(1400, 900)
+    browser.get(page.as_uri())
+    for path in single:
+        _open_module(browser, path)
+        count = _item(browser, path).find_element(By.CSS_SELECTOR, ":scope > .row > span.count").text
+        assert count == "1 node", path
+        assert browser.find_element(By.CSS_SELECTOR, '#module-info [data-field="counts"]').text.startswith("1 node (")
+        assert browser.find_element(By.ID, "summary").text == "1 node in this module and its submodules"
+
+    _open_module(browser, emptied)
+    (fused,) = browser.find_elements(By.CSS_SELECTOR, '#module-info [data-field="fused-into"] .link')
+    assert fused.text == "<unnamed LayerNormalization> (root)"
+    fused.click()
+    assert browser.find_element(By.ID, "summary").text == "node <unnamed LayerNormalization> (root)"
+
+    # A long module path in the heading wraps at 1400 px instead of widening the page.
+    long_path = ".".join(["encoder", "layer", "0"] + ["a_rather_long_submodule_name"] * 12)
+    browser.execute_script("document.getElementById('selected').textContent = arguments[0];", long_path)
+    _no_horizontal_scroll(browser)
+    heading = browser.execute_script(
+        "const h = document.getElementById('selected'); return [h.scrollWidth, h.clientWidth];"
+    )
+    assert heading[0] <= heading[1], heading
 
 
 def test_result_files_that_do_not_fit_are_refused(cli_exports: dict[str, Path], tmp_path: Path) -> None:
