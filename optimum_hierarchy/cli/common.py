@@ -61,8 +61,7 @@ def model_explorer_argument(parser: ArgumentParser, what: str) -> None:
 
 def query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], Any]) -> None:
     """Compute the data from the command's arguments, print it as JSON or rendered; on an error, its message, exit 1."""
-    from rich.console import Console
-
+    from optimum_hierarchy.cli.output import console as make_console
     from optimum_hierarchy.cli.output import print_error
     from optimum_hierarchy.errors import HierarchyError
 
@@ -80,4 +79,4 @@ def query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], A
     if getattr(command.args, "json", False):
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
-        Console().print(render(data))
+        make_console().print(render(data))

@@ -88,8 +88,9 @@ def _load_inputs(path: Path) -> dict[str, Any]:
 
 
 def _render(report: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from optimum_hierarchy.cli.output import console as make_console
 
     table = Table(title=f"Error of {report.candidate.name} against {report.reference.name}, by module")
     table.add_column("module", overflow="fold")
@@ -108,7 +109,7 @@ def _render(report: Any) -> None:
             f"{loc.rel_l2:.2e}" if loc else "-",
         )
         noted += bool(row.reason)
-    console = Console()
+    console = make_console()
     console.print(table)
     if noted:
         console.print(f"* {noted} modules not (fully) compared; --json gives each reason.", highlight=False)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["or_exit", "print_annotated_files", "print_error", "print_export_result", "report_node_data"]
+__all__ = ["console", "or_exit", "print_annotated_files", "print_error", "print_export_result", "report_node_data"]
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,21 @@ if TYPE_CHECKING:
     from optimum_hierarchy.tools.explorer import NodeData
 
 T = TypeVar("T")
+
+PIPE_WIDTH = 4096
+"""The width of a console whose stream is not a terminal (and without ``COLUMNS``): lines and tables do not
+wrap or truncate module paths at rich's default of 80 columns, so piped output keeps one row per line."""
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr); as wide as :data:`PIPE_WIDTH` when that stream is not a terminal.
+
+    A terminal keeps its own width, and ``COLUMNS`` set by the user still wins.
+    """
+    out = Console(stderr=stderr)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def or_exit(produce: Callable[[], T]) -> T:
@@ -40,7 +56,7 @@ def report_node_data(data: NodeData, output: Path, *models: Path) -> None:
 
     write_node_data(data, output, *models)
     note = f"; not shown: {data.unplaced_note}" if data.unplaced else ""
-    Console(stderr=True).print(
+    console(stderr=True).print(
         f"Model Explorer node data ({data.name}, {data.nodes} nodes) written to {output}{note}.",
         highlight=False,
         soft_wrap=True,
@@ -48,14 +64,14 @@ def report_node_data(data: NodeData, output: Path, *models: Path) -> None:
 
 
 def print_error(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def print_export_result(result: HierarchyExportResult, *, optimized: str | None = None) -> None:
     print_annotated_files(result.files, f"Module hierarchy written to {result.output}", base=result.output)
     if optimized:
-        console = Console()
-        console.print(
+        out = console()
+        out.print(
             f"Note: --optimize {optimized}: nodes ONNX Runtime created were re-attributed from the provenance "
             "stored at export (source 'fusion', or 'rule' where an architecture rule narrowed them).",
             highlight=False,
@@ -64,7 +80,7 @@ def print_export_result(result: HierarchyExportResult, *, optimized: str | None 
 
 def print_annotated_files(files: Sequence[AnnotatedFile], title: str, *, base: Path | None = None) -> None:
     """A table of files with their node counts and attribution, then the share by source."""
-    console = Console()
+    out = console()
     table = Table(title=title)
     table.add_column("file")
     table.add_column("module root")
@@ -87,22 +103,22 @@ def print_annotated_files(files: Sequence[AnnotatedFile], title: str, *, base: P
             f"{s.attributed} ({100.0 * s.coverage:.1f}%)",
             f.rules or "none (generic)",
         )
-    console.print(table)
+    out.print(table)
     shares = ", ".join(f"{k} {100.0 * v / nodes:.1f}%" for k, v in sorted(totals.items())) if nodes else "-"
-    console.print(f"Attributed {attributed}/{nodes} nodes. Share by source: {shares}", highlight=False)
+    out.print(f"Attributed {attributed}/{nodes} nodes. Share by source: {shares}", highlight=False)
     if any(f.rules is None for f in files):
-        console.print(
+        out.print(
             "Notice: no architecture rules for this model type; the generic attribution was used "
             "(see configs/ to add a rules file).",
             highlight=False,
         )
     for f in files:
         if f.summary.without_evidence:
-            console.print(
+            out.print(
                 f"Notice: {f.path.name}: no node carries evidence of its own (no TorchScript scope, dynamo exporter "
                 "metadata or parameter name); every module shown is inferred from neighbours. Re-export with "
                 "--hierarchy, or give --config MODEL_DIR.",
                 highlight=False,
             )
         for u in f.summary.unattributed:
-            console.print(f"unattributed: {f.path.name}: {u.node} ({u.op_type}): {u.reason}", highlight=False)
+            out.print(f"unattributed: {f.path.name}: {u.node} ({u.op_type}): {u.reason}", highlight=False)

@@ -66,8 +66,7 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         json_argument(parser, instead_of="text")
 
     def run(self) -> None:
-        from rich.console import Console
-
+        from optimum_hierarchy.cli.output import console as make_console
         from optimum_hierarchy.cli.output import or_exit, print_error
         from optimum_hierarchy.tools.int4 import quantize_int4
 
@@ -106,7 +105,7 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         if a.json:
             sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
             return
-        console = Console()
+        console = make_console()
         console.print(f"Wrote {result.output}: {len(result.quantized)} MatMul weights in int4.", highlight=False)
         console.print(f"Selection: {result.selection.describe()}.", highlight=False)
         modules = sorted({m or "(unattributed)" for _, m in result.quantized})
@@ -137,8 +136,7 @@ class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         json_argument(parser, instead_of="text")
 
     def run(self) -> None:
-        from rich.console import Console
-
+        from optimum_hierarchy.cli.output import console as make_console
         from optimum_hierarchy.cli.output import or_exit, print_error
         from optimum_hierarchy.tools.fp16 import convert_fp16
 
@@ -165,7 +163,7 @@ class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is
         if a.json:
             sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
             return
-        console = Console()
+        console = make_console()
         console.print(
             f"Wrote {result.output}: initializers {result.initializers}, {result.casts_added} Cast nodes added.",
             highlight=False,

@@ -79,9 +79,9 @@ def _run_by_module(command: Any, original_run: Any) -> Any:
 
 
 def _print_results(results: list[Any]) -> None:
-    from rich.console import Console
+    from optimum_hierarchy.cli.output import console as make_console
 
-    console = Console()
+    console = make_console()
     console.print("Quantized by module:", style="bold", highlight=False)
     for r in results:
         console.print(f"  {r.model.name}: {r.selection.describe()}", highlight=False, soft_wrap=True)

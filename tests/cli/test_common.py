@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from argparse import ArgumentParser, Namespace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,3 +65,32 @@ def test_model_explorer_argument_names_what_it_writes() -> None:
     assert parser.parse_args([]).model_explorer is None
     assert str(parser.parse_args(["--model-explorer", "out.json"]).model_explorer) == "out.json"
     assert "each node's ms per run" in parser.format_help()
+
+
+def test_piped_tables_keep_module_paths_whole(cli_exports: dict[str, Path]) -> None:
+    """stdout a pipe, no COLUMNS: one table row per line, each node's module path and name unbroken."""
+    import os
+    import subprocess
+
+    from support import OPTIMUM_CLI
+
+    from optimum_hierarchy import HierarchyRetriever
+
+    model = cli_exports["bert"] / "model.onnx"
+    glob = "encoder.layer.0.attention.**"
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    completed = subprocess.run(
+        [OPTIMUM_CLI, "hierarchy", "nodes", str(model), glob], capture_output=True, text=True, env=env, check=True
+    )
+    lines = completed.stdout.splitlines()
+    retriever = HierarchyRetriever(model)
+    nodes = [n for m in retriever.find_modules(glob) for n in retriever.get_nodes_by_module(m.path)]
+    assert nodes and any(n.module and len(n.module) > 30 for n in nodes)
+    for node in nodes:
+        assert any(node.name in line and f" {node.module} " in line for line in lines), node.name
+    # A width the user sets still applies.
+    narrow = subprocess.run(
+        [OPTIMUM_CLI, "hierarchy", "nodes", str(model), glob],
+        capture_output=True, text=True, env={**env, "COLUMNS": "80"}, check=True,
+    )  # fmt: skip
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
