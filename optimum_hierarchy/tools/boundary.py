@@ -97,6 +97,12 @@ class BoundaryFinder:
                 f"Module {module!r} has no node in the main graph (its computation may have been folded away, or "
                 "lie inside a subgraph of another module's node); see `optimum-cli hierarchy nodes FILE MODULE`."
             )
+        return self.of_nodes(module, indexes)
+
+    def of_nodes(self, module: str, indexes: Sequence[int]) -> ModuleBoundary:
+        """The boundary of the main-graph nodes ``indexes`` (graph order), named ``module``: part of a module."""
+        graph = self._graph
+        indexes = tuple(sorted(indexes))
         chosen = set(indexes)
         produced: dict[str, None] = {}
         read: dict[str, None] = {}

@@ -8,7 +8,12 @@ names of the tensors a replaced subgraph produced), where both files still have 
   end to end: everything upstream contributes;
 * **local** error: the candidate's module alone (its nodes, as :func:`~optimum_hierarchy.tools.boundary.module_boundary`
   delimits them) fed with the *reference's* values of its inputs, against the reference's outputs: what
-  the module itself adds. The local error finds the culprit; the accumulated error shows how it propagates.
+  the module itself adds. The local error finds the culprit; the accumulated error shows how it propagates;
+* **own** error, of a module with compared submodules: its *own* nodes (those in no compared submodule:
+  reshapes, softmax, residual adds, mask and shape computations) fed with the reference's values of
+  everything they read (the module's inputs and its submodules' outputs), on the tensors they hand on
+  (to a submodule or out of the module) that the reference also has: what the module adds outside its
+  submodules. A module without compared submodules has no own error of its own: it is its local error.
 
 Two ONNX Runtime sessions in all: the reference, with the tensors both errors need as extra outputs;
 the candidate, with a renamed copy of each compared module's nodes appended (sharing its weights, its
@@ -36,7 +41,7 @@ import onnx
 
 from optimum_hierarchy.annotate import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
-from optimum_hierarchy.modules import ModuleInfo
+from optimum_hierarchy.modules import ModuleInfo, within
 from optimum_hierarchy.provenance import decode_module_outputs
 from optimum_hierarchy.read import read_hierarchy
 from optimum_hierarchy.retriever import HierarchyRetriever
@@ -78,10 +83,13 @@ class ModuleError:
     local: Metrics | None
     reason: str | None = None
     """Why the module (or its local error) could not be compared; ``None`` when both were."""
+    own: Metrics | None = None
+    """The error of its own nodes (see the module's docstring); its local error when it has no compared
+    submodule; ``None`` when not measured."""
 
     def to_json(self) -> dict[str, Any]:
         row: dict[str, Any] = {"module": self.module, "class": self.class_name, "tensors": list(self.tensors)}
-        for kind, metrics in (("accumulated", self.accumulated), ("local", self.local)):
+        for kind, metrics in (("accumulated", self.accumulated), ("local", self.local), ("own", self.own)):
             for field in ("max_abs", "rel_l2", "cosine"):
                 row[f"{kind}_{field}"] = getattr(metrics, field) if metrics is not None else None
         row["reason"] = self.reason
@@ -168,7 +176,15 @@ def module_errors(
             except (HierarchyError, KeyError) as e:
                 boundaries[m.path] = str(e.args[0] if e.args else e)
     inputs_wanted = {t for b in boundaries.values() if not isinstance(b, str) for t in b.inputs if t in produced_ref}
-    wanted_ref = sorted({t for ts in tensors.values() for t in ts} | inputs_wanted)
+    measurable = {p: b for p, b in boundaries.items() if not isinstance(b, str)}
+    own_wanted = {
+        t
+        for p in measurable
+        if (part := _own_boundary(finder, p, measurable)) is not None
+        for t in (*part.inputs, *part.outputs)
+        if t in produced_ref
+    }
+    wanted_ref = sorted({t for ts in tensors.values() for t in ts} | inputs_wanted | own_wanted)
     ref_values = run_with_tensors(
         ref_proto, wanted_ref, ref_feeds, optimization_level="disable", base_dir=ref_path.parent
     )
@@ -190,9 +206,23 @@ def module_errors(
             copies[m.path] = _Copy("", boundary, outputs)
         else:
             copies[m.path] = _Copy(f"local.{index}::", boundary, outputs)
+    compared = {p: c.boundary for p, c in copies.items()}
+    own_copies: dict[str, _Copy] = {}
+    for index, m in enumerate(modules):
+        own_nodes = _own_boundary(finder, m.path, compared) if m.path in compared else None
+        if own_nodes is None:
+            continue
+        own_outputs = tuple(t for t in own_nodes.outputs if t in produced_ref)
+        if own_outputs and all(t in known for t in own_nodes.inputs):
+            own_copies[m.path] = _Copy(f"own.{index}::", own_nodes, own_outputs)
     wanted_cand = sorted({t for ts in tensors.values() for t in ts})
     cand_values, local_values, failure = _run_candidate(
-        cand_path, cand_proto, accumulated=wanted_cand, feeds=cand_feeds, copies=copies, known=known
+        cand_path,
+        cand_proto,
+        accumulated=wanted_cand,
+        feeds=cand_feeds,
+        copies=[*copies.values(), *own_copies.values()],
+        known=known,
     )
     _check_same_shapes(
         ref_path, cand_path, modules=modules, tensors=tensors, ref_values=ref_values, cand_values=cand_values
@@ -219,7 +249,17 @@ def module_errors(
             local = Metrics.of(
                 [ref_values[t] for t in copy.outputs], [local_values[copy.prefix + t] for t in copy.outputs]
             )
-        rows.append(ModuleError(m.path, m.class_name, names, accumulated, local, why))
+        own: Metrics | None = local if m.path in compared else None
+        if (own_copy := own_copies.get(m.path)) is not None:
+            own = None
+            if failure is None:
+                own = Metrics.of(
+                    [ref_values[t] for t in own_copy.outputs],
+                    [local_values[own_copy.prefix + t] for t in own_copy.outputs],
+                )
+        elif m.path in compared and _has_compared_submodule(m.path, compared):
+            own = None  # its own nodes hand on nothing the reference has, or read what it lacks
+        rows.append(ModuleError(m.path, m.class_name, names, accumulated, local, why, own))
     shapes_used = {k: list(np.shape(v)) for k, v in feeds.items()}
     return ErrorReport(reference=ref_path, candidate=cand_path, inputs=shapes_used, modules=tuple(rows))
 
@@ -246,6 +286,22 @@ def _check_same_shapes(
                 )
 
 
+def _has_compared_submodule(path: str, compared: Mapping[str, ModuleBoundary]) -> bool:
+    return any(other != path and within(other, path) for other in compared)
+
+
+def _own_boundary(finder: BoundaryFinder, path: str, compared: Mapping[str, ModuleBoundary]) -> ModuleBoundary | None:
+    """The boundary of the module's own nodes: its nodes in no ``compared`` submodule.
+
+    ``None`` when it has no compared submodule (its own error is its local error) or no node of its own.
+    """
+    inner = {i for other, b in compared.items() if other != path and within(other, path) for i in b.nodes}
+    if not inner:
+        return None
+    own = [i for i in compared[path].nodes if i not in inner]
+    return finder.of_nodes(path, own) if own else None
+
+
 def _produced(proto: onnx.ModelProto) -> set[str]:
     return {t for node in proto.graph.node for t in node.output if t} | {v.name for v in proto.graph.input}
 
@@ -268,7 +324,7 @@ def _run_candidate(
     *,
     accumulated: Sequence[str],
     feeds: Mapping[str, np.ndarray],
-    copies: Mapping[str, _Copy],
+    copies: Sequence[_Copy],
     known: Mapping[str, np.ndarray],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str | None]:
     """One run of the candidate for both errors: the ``accumulated`` tensors and every module copy's outputs.
@@ -278,10 +334,10 @@ def _run_candidate(
     appended to ``proto`` for the time it takes to create the session, then removed. If that model
     cannot run, the candidate runs alone and the third item says why there is no local error.
     """
-    copies = {m: c for m, c in copies.items() if c.prefix}  # the others are read from the candidate's own run
+    copies = [c for c in copies if c.prefix]  # the others are read from the candidate's own run
     if not copies:
         return run_with_tensors(proto, accumulated, feeds, optimization_level="disable", base_dir=path.parent), {}, None
-    types = _candidate_types(proto, {t for c in copies.values() for t in c.boundary.inputs})
+    types = _candidate_types(proto, {t for c in copies for t in c.boundary.inputs})
     graph = proto.graph
     marks = (len(graph.node), len(graph.input), len(graph.output))
     initializers = {t.name for t in graph.initializer} | {t.name for t in graph.sparse_initializer}
@@ -291,7 +347,7 @@ def _run_candidate(
     try:
         existing = {o.name for o in graph.output}
         graph.output.extend(onnx.ValueInfoProto(name=t) for t in accumulated if t not in existing)
-        for copy in copies.values():
+        for copy in copies:
             rename = _renamer(copy.prefix, initializers)
             for t in copy.boundary.inputs:
                 graph.input.append(onnx.helper.make_value_info(rename(t), types[t]))

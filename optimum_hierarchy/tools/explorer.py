@@ -18,7 +18,13 @@ show the sum, mean, min and max of their nodes.
   ``optimization_level="disable"`` for exactly the file's nodes.
 * **error**: each node of the candidate file shows the error of the smallest compared module that holds
   it (the module itself, or its nearest ancestor with a measured error), by default the *local* relative
-  L2 error, which points at the module that adds the error.
+  L2 error, which points at the module that adds the error. With a local metric a node shows what the
+  nodes it belongs with add: the *own* error of that module (:mod:`optimum_hierarchy.tools.error`), its
+  local error restricted to its nodes outside its compared submodules. So the reshapes, transposes,
+  casts and the mask and shape computations around compared submodules (an attention's, the root's)
+  show what they add (about nothing in float), not their submodules' error nor the whole model's; a
+  node whose module's own error could not be measured gets no value. With an accumulated metric a
+  node shows its module's accumulated error.
 """
 
 from __future__ import annotations
@@ -186,11 +192,12 @@ def error_node_data(report: ErrorReport, metric: str = "local_rel_l2") -> NodeDa
     if metric not in ERROR_METRICS:
         raise HierarchyError(f"metric {metric!r}: expected one of {', '.join(ERROR_METRICS)}.")
     kind, _, field = metric.partition("_")
-    measured: dict[str, float] = {}
+    measured: dict[str, float | None] = {}  # the compared modules: a value, or None (not measured)
     for row in report.modules:
         metrics = getattr(row, kind)
         if metrics is not None:
-            measured[row.module] = float(getattr(metrics, field))
+            shown = row.own if kind == "local" else metrics  # a node shows what its module's own nodes add
+            measured[row.module] = float(getattr(shown, field)) if shown is not None else None
     proto = _graph_proto(report.candidate)
     tree = read_hierarchy(proto).tree  # checks the file's hierarchy metadata
     values: dict[str, dict[str, float]] = collections.defaultdict(dict)
@@ -201,12 +208,17 @@ def error_node_data(report: ErrorReport, metric: str = "local_rel_l2") -> NodeDa
             unplaced += 1
         else:
             values[node.graph_id][node.node_id] = value
-    note = f"{unplaced} nodes without a module or without a compared module above them" if unplaced else ""
+    note = (
+        f"{unplaced} nodes without a module, without a compared module above them, or whose module's own error "
+        "was not measured"
+        if unplaced
+        else ""
+    )
     return NodeData(name=metric, values=dict(values), unplaced=unplaced, unplaced_note=note)
 
 
-def _nearest(module: str, measured: Mapping[str, float], tree: ModuleTree) -> float | None:
-    """The value of ``module`` or of its nearest ancestor that has one."""
+def _nearest(module: str, measured: Mapping[str, float | None], tree: ModuleTree) -> float | None:
+    """The value of ``module`` or of its nearest ancestor that was compared (``None``: not measured)."""
     path: str | None = module
     while path is not None:
         if path in measured:

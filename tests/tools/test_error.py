@@ -194,3 +194,28 @@ def test_models_of_different_sizes_are_a_clear_error(
     assert "Traceback" not in completed.stderr and "broadcast" not in message
     assert "different sizes" in message and "'last_hidden_state'" in message and "[2, 16, 64]" in message, message
     assert not explorer.exists()
+
+
+GLUE_OPS = ("Shape", "Reshape", "Transpose", "Cast")
+LAYER_0 = {"llama": "model.layers.0.*", "bert": "encoder.layer.0.*"}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_0))
+def test_explorer_ranks_every_int4_matmul_above_shape_and_layout_nodes(
+    case: str, task_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    """Layer 0 kept float: in the local-error overlay, every MatMulNBits node ranks above every Shape, Reshape,
+    Transpose and Cast node (the root's mask and shape nodes, an attention's reshapes), whose module's own nodes
+    add nothing, rather than showing their module's (or the whole model's) error."""
+    reference = task_exports[case] / "model.onnx"
+    candidate = tmp_path / "int4.onnx"
+    quantize_int4(reference, candidate, block_size=32, exclude_modules=[LAYER_0[case]])
+    explorer = tmp_path / "error.json"
+    run_cli("hierarchy", "error", str(reference), str(candidate), "--model-explorer", str(explorer))
+    graph = onnx.load(str(candidate), load_external_data=False).graph
+    (values,) = [{k: v["value"] for k, v in data["results"].items()} for data in load_node_data(explorer).values()]
+    nbits = [values[n.name] for n in graph.node if n.op_type == "MatMulNBits"]
+    glue = {n.name: values[n.name] for n in graph.node if n.op_type in GLUE_OPS and n.name in values}
+    assert nbits and len(glue) >= 10
+    assert any(module_of(n) == "" for n in graph.node if n.name in glue)  # the root's shape and mask nodes
+    assert max(glue.values()) < min(nbits), sorted(glue.items(), key=lambda kv: -kv[1])[:5]
