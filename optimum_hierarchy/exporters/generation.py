@@ -32,7 +32,11 @@ class GenerationCheck:
     """Greedy tokens from PyTorch's ``generate`` and from the exported components, on the same inputs."""
 
     reference: tuple[tuple[int, ...], ...]
+    """Per batch row, what ``generate`` returned after the prompt (a decoder-only model's ``input_ids``; an
+    encoder-decoder's output as its ``generate`` returns it, which may start with its decoder prompt)."""
     exported: tuple[tuple[int, ...], ...]
+    new_tokens: int = 0
+    """The ``max_new_tokens`` (and ``min_new_tokens``) asked of both."""
 
     @property
     def ok(self) -> bool:
@@ -41,7 +45,10 @@ class GenerationCheck:
     def describe(self) -> str:
         n = len(self.reference[0]) if self.reference else 0
         if self.ok:
-            return f"greedy generation through the exported components equals PyTorch's generate ({n} new tokens)"
+            return (
+                f"greedy generation through the exported components equals PyTorch's generate "
+                f"({self.new_tokens} new tokens asked, {n} tokens compared)"
+            )
         return (
             f"greedy generation differs from PyTorch's generate: PyTorch {list(map(list, self.reference))}, "
             f"exported components {list(map(list, self.exported))}"
@@ -145,6 +152,7 @@ def check_generation(model: Any, exported: Any, inputs: Mapping[str, Any], max_n
     return GenerationCheck(
         reference=_new_tokens(model, reference, inputs),
         exported=generate_with_components(model, exported, inputs, max_new_tokens),
+        new_tokens=max_new_tokens,
     )
 
 
@@ -154,8 +162,7 @@ def _greedy(max_new_tokens: int) -> dict[str, Any]:
 
 def _new_tokens(model: Any, output: Any, inputs: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:
     sequences = output if not hasattr(output, "sequences") else output.sequences
-    prompt = inputs.get("input_ids")
-    start = 0
-    if prompt is not None and not getattr(model.config, "is_encoder_decoder", False):
-        start = int(prompt.shape[1])
+    # a decoder-only model's generate returns the prompt first; an encoder-decoder's, its own choice (compared whole)
+    prompt = None if getattr(model.config, "is_encoder_decoder", False) else inputs.get("input_ids")
+    start = int(prompt.shape[1]) if prompt is not None else 0
     return tuple(tuple(int(t) for t in row[start:]) for row in sequences.tolist())

@@ -13,9 +13,10 @@ For ``text-generation-with-past``, ``text2text-generation-with-past``,
    ``export_for_generation`` (``prefill`` and ``decode`` with the cache, or the multimodal
    components), with ``OnnxConfig(dynamic=True, ort_fusions=...)``;
 4. ``save_pretrained`` writes transformers' layout (``<component>.onnx`` + ``.onnx.data``,
-   ``export.json``, ``config.json``, ``generation_config.json``) into a staging directory beside
-   ``OUT``, plus the tokenizer and processor files the model directory has; the files are moved into
-   ``OUT`` only when all were written. ``ExportedModel.from_pretrained(OUT)`` loads it;
+   ``export.json``, ``config.json``, the model's ``generation_config.json``) into a staging directory
+   inside ``OUT``, plus the tokenizer and processor files the model directory has; the files are moved
+   into ``OUT`` only when all were written (a directory this call created is removed on failure).
+   ``ExportedModel.from_pretrained(OUT)`` loads it;
 5. validation: greedy generation through the exported components (loaded back from ``OUT``) equals
    PyTorch's ``generate`` for ``new_tokens`` tokens
    (:func:`~optimum_hierarchy.exporters.generation.check_generation`). Files fused for ``cuda``,
@@ -242,8 +243,8 @@ def _export(model: Any, inputs: dict[str, Any], *, ort_fusions: str | None, opse
 
     config = OnnxConfig(dynamic=True, ort_fusions=ort_fusions, opset_version=opset, optimize=kwargs["optimize"])
     exporter = HierarchyOnnxExporter(strict=kwargs["strict"])
-    try:
-        return exporter.export_for_generation(model, inputs, config)
+    try:  # the model's own generation config (what generate() uses by default), so that it is saved too
+        return exporter.export_for_generation(model, inputs, config, generation_config=model.generation_config)
     except HierarchyExportError:
         raise
     except Exception as e:  # the exporter wraps torch.export's many error types; the chain has the cause
@@ -260,19 +261,26 @@ def _export(model: Any, inputs: dict[str, Any], *, ort_fusions: str | None, opse
 
 def _save(exported: Any, source: str | os.PathLike[str], out: Path) -> tuple[AnnotatedFile, ...]:
     """``exported.save_pretrained`` and the model's preprocessor files, staged and then moved into ``out``."""
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with directory_lock(out), tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
-        stage = Path(staging)
-        try:
+    try:
+        with directory_lock(out), tempfile.TemporaryDirectory(dir=out, prefix=".staging-") as staging:
+            stage = Path(staging)
             exported.save_pretrained(stage)
-        except OSError as e:
-            raise HierarchyExportError(f"{out}: cannot be written ({e}).") from e
-        source_dir = Path(source)
-        for name in PREPROCESSOR_FILES:
-            if (source_dir / name).is_file():
-                shutil.copy2(source_dir / name, stage / name)
-        for file in sorted(stage.iterdir()):
-            os.replace(file, out / file.name)
+            source_dir = Path(source)
+            for name in PREPROCESSOR_FILES:
+                if (source_dir / name).is_file():
+                    shutil.copy2(source_dir / name, stage / name)
+            for file in sorted(stage.iterdir()):
+                os.replace(file, out / file.name)
+    except OSError as e:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise HierarchyExportError(f"{out}: cannot be written ({e}).") from e
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     manifest = json.loads((out / "export.json").read_text(encoding="utf-8"))
     files = []
     for name, entry in manifest["components"].items():

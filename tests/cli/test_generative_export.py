@@ -56,13 +56,14 @@ def test_cli_writes_transformers_layout_annotated_and_validated(
     from transformers.exporters import ExportedModel
 
     model, out, stdout = cli_generation[run]
-    assert "equals PyTorch's generate (5 new tokens)" in " ".join(stdout.split())
+    assert "equals PyTorch's generate (5 new tokens asked" in " ".join(stdout.split())
     manifest = json.loads((out / "export.json").read_text())
     files = component_files(out)
     assert set(manifest["components"]) == set(files)
     for path in files.values():
         assert path.is_file() and Path(f"{path}.data").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".staging-")]
+    assert (out / "config.json").is_file() and (out / "generation_config.json").is_file()
     loaded = ExportedModel.from_pretrained(out)
     assert set(loaded.components) == set(files)
     check_nodes(files, model, component_roots(model, list(files)))
