@@ -224,6 +224,11 @@ def module_errors(
         copies=[*copies.values(), *own_copies.values()],
         known=known,
     )
+    if failure is not None and own_copies:  # the own nodes' copies may be what failed: the local errors first
+        own_copies = {}
+        cand_values, local_values, failure = _run_candidate(
+            cand_path, cand_proto, accumulated=wanted_cand, feeds=cand_feeds, copies=[*copies.values()], known=known
+        )
     _check_same_shapes(
         ref_path, cand_path, modules=modules, tensors=tensors, ref_values=ref_values, cand_values=cand_values
     )
@@ -258,7 +263,7 @@ def module_errors(
                     [local_values[own_copy.prefix + t] for t in own_copy.outputs],
                 )
         elif m.path in compared and _has_compared_submodule(m.path, compared):
-            own = None  # its own nodes hand on nothing the reference has, or read what it lacks
+            own = None  # its own nodes hand on nothing the reference has, read what it lacks, or did not run
         rows.append(ModuleError(m.path, m.class_name, names, accumulated, local, why, own))
     shapes_used = {k: list(np.shape(v)) for k, v in feeds.items()}
     return ErrorReport(reference=ref_path, candidate=cand_path, inputs=shapes_used, modules=tuple(rows))
