@@ -30,6 +30,7 @@ from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
 from optimum_hierarchy.cli.quantize_command import ConvertCommand, QuantizeCommand
+from optimum_hierarchy.cli.sensitivity_command import SensitivityCommand
 
 
 class AnnotateCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
@@ -262,6 +263,11 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
             name="convert",
             help="float16 with chosen modules kept in float32, keeping the hierarchy.",
             subcommand_class=ConvertCommand,
+        ),
+        CommandInfo(
+            name="sensitivity",
+            help="Which modules can be quantized: the output error with only that module in int4, ranked.",
+            subcommand_class=SensitivityCommand,
         ),
         CommandInfo(
             name="error",
