@@ -21,7 +21,14 @@ architecture, and the ``ResNetModel`` its model type gives has none of the
 
 from __future__ import annotations
 
-__all__ = ["ComponentTree", "exported_component_entry", "tree_for_exported_component"]
+__all__ = [
+    "MANIFEST",
+    "ComponentTree",
+    "component_programs",
+    "exported_component_entry",
+    "manifest_components",
+    "tree_for_exported_component",
+]
 
 import dataclasses
 import json
@@ -30,17 +37,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from optimum_hierarchy.evidence.dynamo_metadata import (
-    CLASS_HIERARCHY_KEY,
-    NO_MODULE_MARKER,
-    module_scopes,
-    parse_string_list,
-)
+from optimum_hierarchy.errors import HierarchyError
+from optimum_hierarchy.evidence.dynamo_metadata import scope_classes
 from optimum_hierarchy.modules import ModuleTree, join_path
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "export.json"
+"""The manifest transformers' ``ExportedModel.save_pretrained`` writes beside the component files."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,20 +57,40 @@ class ComponentTree:
     """What the tree was built from, for messages."""
 
 
-def exported_component_entry(path: Path) -> tuple[str, Mapping[str, Any], Mapping[str, Any]] | None:
-    """``(component name, its entry, the whole manifest)`` if ``path`` is a component file of an
+def manifest_components(directory: Path) -> dict[str, Mapping[str, Any]]:
+    """``{component name: its entry}`` of the ``export.json`` in ``directory`` (each entry has ``file``).
+
+    Raises :class:`~optimum_hierarchy.errors.HierarchyError` for a manifest that is missing or cannot be read.
+    """
+    manifest_path = directory / MANIFEST
+    try:
+        components = json.loads(manifest_path.read_text(encoding="utf-8"))["components"]
+        entries = {str(name): entry for name, entry in components.items()}
+        if not all(isinstance(entry, dict) and isinstance(entry.get("file"), str) for entry in entries.values()):
+            raise ValueError("a component without a file name")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise HierarchyError(f"{manifest_path}: cannot be read as transformers' export manifest ({e}).") from e
+    return entries
+
+
+def component_programs(exported: Any) -> dict[str, Any]:
+    """``{component name: its program}`` of transformers' ``ExportedModel`` (an ``onnx_ir.Model`` for ONNX)."""
+    return {name: component.program for name, component in exported.components.items()}
+
+
+def exported_component_entry(path: Path) -> tuple[str, Mapping[str, Any], dict[str, Mapping[str, Any]]] | None:
+    """``(component name, its entry, every component's entry)`` if ``path`` is a component file of an
     ``export.json`` beside it; ``None`` otherwise (or for a manifest that cannot be read: logged)."""
-    manifest_path = path.parent / MANIFEST
-    if not manifest_path.is_file():
+    if not (path.parent / MANIFEST).is_file():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        components = manifest["components"]
-        for name, entry in components.items():
-            if entry.get("file") == path.name:
-                return str(name), entry, manifest
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        logger.warning("%s: cannot be read as transformers' export manifest (%s); not used.", manifest_path, e)
+        components = manifest_components(path.parent)
+    except HierarchyError as e:
+        logger.warning("%s; not used.", e)
+        return None
+    for name, entry in components.items():
+        if entry["file"] == path.name:
+            return name, entry, components
     return None
 
 
@@ -76,14 +100,13 @@ def _recorded_scopes(nodes_metadata: Iterable[Mapping[str, str]]) -> tuple[str |
     scopes: dict[str, set[str]] = {}
     for metadata in nodes_metadata:
         try:
-            paths = module_scopes(metadata)
-            classes = parse_string_list(metadata.get(CLASS_HIERARCHY_KEY, "[]"))
+            found = scope_classes(metadata)
         except ValueError:
             continue
-        if paths is None:
+        if found is None:
             continue
-        classes = [c for c in classes[:-1] if c != NO_MODULE_MARKER]
-        if len(classes) != len(paths) or not paths or paths[0] != "":
+        paths, classes = found
+        if classes is None or not paths or paths[0] != "":
             continue
         root_classes.add(classes[0])
         for p, c in zip(paths[1:], classes[1:], strict=True):
@@ -117,7 +140,7 @@ def tree_for_exported_component(
     import transformers
 
     found = exported_component_entry(path)
-    component, manifest = (found[0], found[2]) if found is not None else (None, {})
+    component, components = (found[0], found[2]) if found is not None else (None, {})
     root_class, scopes = _recorded_scopes(nodes_metadata)
     if root_class is None:
         logger.warning("%s: its nodes record no single exported module class; the export record is not used.", path)
@@ -132,7 +155,7 @@ def tree_for_exported_component(
         return None
     names = [root_class.rsplit(".", 1)[-1]]
     names += [n for n in getattr(config, "architectures", None) or [] if n not in names]
-    for other in manifest.get("components", {}).values():
+    for other in components.values():
         name = (other.get("metadata") or {}).get("architecture")
         if isinstance(name, str) and name not in names:
             names.append(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["ModelHierarchy", "NodeAttribution", "read_export_hierarchy", "read_hierarchy"]
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,10 @@ import onnx
 
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import HierarchyError, SchemaError
+from optimum_hierarchy.export_record import MANIFEST, component_programs, manifest_components
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
 from optimum_hierarchy.walk import check_text, iter_proto_nodes
 from optimum_hierarchy.wire import read_model_file
-
-EXPORT_MANIFEST = "export.json"
-"""The manifest transformers' ``ExportedModel.save_pretrained`` writes beside the component files."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,14 +128,26 @@ def _from_ir(model: Any) -> ModelHierarchy:
     return _from_proto(ir.serde.serialize_model(model), None)
 
 
-def _from_export_dir(path: Path) -> dict[str, ModelHierarchy]:
-    manifest_path = path / EXPORT_MANIFEST
-    try:
-        components = json.loads(manifest_path.read_text(encoding="utf-8"))["components"]
-        files = {str(name): path / str(entry["file"]) for name, entry in components.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise HierarchyError(f"{manifest_path}: cannot be read as transformers' export manifest ({e}).") from e
-    return {name: _from_file(file) for name, file in files.items()}
+def _export_parts(source: str | os.PathLike[str] | Any) -> dict[str, Path | Any]:
+    """``{component name: its file, or its in-memory onnx_ir.Model}`` of an export of transformers' exporter."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not (path / MANIFEST).is_file():
+            raise HierarchyError(f"{path}: no {MANIFEST} here; not a directory written by transformers' exporter.")
+        return {name: path / entry["file"] for name, entry in manifest_components(path).items()}
+    if not _is_exported_model(source):
+        raise HierarchyError(f"{type(source).__name__}: expected transformers' ExportedModel or its directory.")
+    if str(source.export_format) != "onnx":
+        raise HierarchyError(f"an ExportedModel of format {source.export_format!r}: only ONNX files carry a hierarchy.")
+    return component_programs(source)
+
+
+def _is_exported_model(source: Any) -> bool:
+    return isinstance(getattr(source, "components", None), dict) and hasattr(source, "export_format")
+
+
+def _read_part(part: Path | Any) -> ModelHierarchy:
+    return _from_file(part) if isinstance(part, Path) else _from_ir(part)
 
 
 def read_export_hierarchy(source: str | os.PathLike[str] | Any) -> dict[str, ModelHierarchy]:
@@ -147,19 +156,7 @@ def read_export_hierarchy(source: str | os.PathLike[str] | Any) -> dict[str, Mod
     ``source`` is an ``ExportedModel`` (in memory, or loaded with ``ExportedModel.from_pretrained``) or the
     directory it was saved to (with ``export.json``). Weights are not read from files.
     """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not (path / EXPORT_MANIFEST).is_file():
-            raise HierarchyError(
-                f"{path}: no {EXPORT_MANIFEST} here; not a directory written by transformers' exporter."
-            )
-        return _from_export_dir(path)
-    components = getattr(source, "components", None)
-    if not isinstance(components, dict) or not hasattr(source, "export_format"):
-        raise HierarchyError(f"{type(source).__name__}: expected transformers' ExportedModel or its directory.")
-    if str(source.export_format) != "onnx":
-        raise HierarchyError(f"an ExportedModel of format {source.export_format!r}: only ONNX files carry a hierarchy.")
-    return {name: _from_ir(component.program) for name, component in components.items()}
+    return {name: _read_part(part) for name, part in _export_parts(source).items()}
 
 
 def read_hierarchy(
@@ -182,26 +179,26 @@ def read_hierarchy(
     """
     if isinstance(source, onnx.ModelProto):
         return _from_proto(source, Path(path) if path is not None else None)
-    exported = isinstance(getattr(source, "components", None), dict) and hasattr(source, "export_format")
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and (Path(source) / EXPORT_MANIFEST).is_file():
-        exported = True
+    exported = _is_exported_model(source) or (
+        isinstance(source, (str, os.PathLike)) and Path(source).is_dir() and (Path(source) / MANIFEST).is_file()
+    )
     if exported:
-        every = read_export_hierarchy(source)
-        if component is None and len(every) == 1:
-            return next(iter(every.values()))
-        if component not in every:
+        components = _export_parts(source)
+        if component is None and len(components) == 1:
+            component = next(iter(components))
+        if component not in components:
             raise HierarchyError(
-                f"component={component!r}: the export has {', '.join(every)}; pass one of them as component= "
+                f"component={component!r}: the export has {', '.join(components)}; pass one of them as component= "
                 "(or read_export_hierarchy for all)."
             )
-        return every[component]
+        return _read_part(components[component])  # that component's file only
     if component is not None:
         raise HierarchyError("component= is for an export of transformers' exporter (ExportedModel or its directory).")
     if isinstance(source, (str, os.PathLike)):
         file = Path(source)
         if file.is_dir():
             raise HierarchyError(
-                f"{file}: is a directory without {EXPORT_MANIFEST}; pass one of its .onnx files "
+                f"{file}: is a directory without {MANIFEST}; pass one of its .onnx files "
                 "(or a directory written by transformers' exporter)."
             )
         return _from_file(file)

@@ -34,6 +34,7 @@ __all__ = [
     "has_dynamo_metadata",
     "module_scopes",
     "parse_string_list",
+    "scope_classes",
     "tree_from_dynamo",
 ]
 
@@ -173,6 +174,24 @@ def module_scopes(metadata: Mapping[str, str]) -> list[str] | None:
     return modules
 
 
+def scope_classes(metadata: Mapping[str, str]) -> tuple[list[str], list[str] | None] | None:
+    """The module paths of a node's ``name_scopes`` (:func:`module_scopes`) and the classes its
+    ``class_hierarchy`` gives them, position by position; the classes are ``None`` when that value is
+    missing, unreadable or of another length. ``None`` when the node has no ``name_scopes``.
+
+    Raises :class:`ValueError` for a malformed ``name_scopes``.
+    """
+    scopes = module_scopes(metadata)
+    if scopes is None:
+        return None
+    try:
+        hierarchy = parse_string_list(metadata.get(CLASS_HIERARCHY_KEY, "[]"))
+    except ValueError:
+        return scopes, None
+    classes = [c for c in hierarchy[:-1] if c != NO_MODULE_MARKER]
+    return scopes, classes if len(classes) == len(scopes) else None
+
+
 def has_dynamo_metadata(nodes_metadata: Iterable[Mapping[str, str]]) -> bool:
     return any(NAME_SCOPES_KEY in m for m in nodes_metadata)
 
@@ -272,20 +291,14 @@ def tree_from_dynamo(
     malformed = 0
     for metadata in nodes_metadata:
         try:
-            scopes = module_scopes(metadata)
+            found = scope_classes(metadata)
         except ValueError:
             malformed += 1
             continue
-        if scopes is None:
+        if found is None:
             continue
-        try:
-            hierarchy = parse_string_list(metadata.get(CLASS_HIERARCHY_KEY, "[]"))
-        except ValueError:
-            hierarchy = []
-        hierarchy = [c for c in hierarchy[:-1] if c != NO_MODULE_MARKER]
-        if len(hierarchy) != len(scopes):
-            hierarchy = [""] * len(scopes)
-        for path, cls in zip(scopes, hierarchy, strict=False):
+        scopes, hierarchy = found
+        for path, cls in zip(scopes, hierarchy or [""] * len(scopes), strict=True):
             known = classes.setdefault(path, cls)
             if known != cls:
                 classes[path] = ""

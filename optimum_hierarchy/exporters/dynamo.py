@@ -21,6 +21,7 @@ from __future__ import annotations
 
 __all__ = [
     "LOGITS_TO_KEEP",
+    "StagedAnnotation",
     "annotate_program",
     "dynamo_is_default",
     "export_program",
@@ -45,7 +46,7 @@ import onnx_ir as ir
 from optimum_hierarchy.atomic import atomic_write, write_through_temporary
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
-from optimum_hierarchy.provenance import decode_provenance
+from optimum_hierarchy.provenance import Provenance, decode_provenance
 from optimum_hierarchy.rules import fused_node_rules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, read_props
 from optimum_hierarchy.walk import iter_ir_sites
@@ -152,6 +153,44 @@ def export_program_with_axes(
     return program, name_dynamic_axes(program, axes)
 
 
+class StagedAnnotation:
+    """The attribution of one graph through the steps that rewrite it after export.
+
+    :meth:`first` attributes the graph as the exporter wrote it, from each node's own module record
+    (once); :meth:`again`, after a step rewrote it (onnxscript's optimizer, transformers' IR fixes,
+    ONNX Runtime fusions, a quantizer), re-attributes it from the provenance the previous attribution
+    stored, kept here as it was before the step so that a step dropping model metadata loses nothing.
+    """
+
+    def __init__(self, tree: ModuleTree, export: ExportInfo, *, strict: bool = False) -> None:
+        self.tree = tree
+        self.export = export
+        self.strict = strict
+        self.fused_rules = fused_node_rules(export.model_type)
+        self.provenance: Provenance | None = None
+        self.summary: AttributionSummary | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.summary is not None
+
+    def first(self, model: ir.Model) -> None:
+        """Attribute the graph as exported (nothing if it was attributed already)."""
+        if not self.started:
+            self._run(model)
+
+    def again(self, model: ir.Model) -> None:
+        """Re-attribute after a step; the first look if none came before."""
+        self._run(model)
+
+    def _run(self, model: ir.Model) -> None:
+        AttributeNodesPass(
+            self.tree, self.export, strict=self.strict, provenance=self.provenance, fused_rules=self.fused_rules
+        )(model)
+        self.summary = model.meta[SUMMARY_META_KEY]
+        self.provenance = decode_provenance(read_props(model))
+
+
 def annotate_program(
     program: ONNXProgram,
     tree: ModuleTree,
@@ -166,14 +205,14 @@ def annotate_program(
     run: it guards the resolution of TorchScript scopes, while here each node's module is the
     exporter's own record, and ``torch.export`` legitimately shares shape computations between blocks.
     """
-    fused = fused_node_rules(export.model_type)
-    AttributeNodesPass(tree, export, strict=strict, fused_rules=fused)(program.model)
+    staged = StagedAnnotation(tree, export, strict=strict)
+    staged.first(program.model)
     if optimize:
-        provenance = decode_provenance(read_props(program.model))
         program.optimize()
-        AttributeNodesPass(tree, export, strict=strict, provenance=provenance, fused_rules=fused)(program.model)
-    summary: AttributionSummary = program.model.meta[SUMMARY_META_KEY]
-    return summary
+        staged.again(program.model)
+    if staged.summary is None:  # pragma: no cover - first() always leaves one
+        raise AssertionError("the attribution pass left no summary")
+    return staged.summary
 
 
 def name_dynamic_axes(program: ONNXProgram, axes: Mapping[str, Mapping[int, str]]) -> list[str]:

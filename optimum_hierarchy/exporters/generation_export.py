@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -44,6 +43,7 @@ from typing import Any
 
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyExportError
+from optimum_hierarchy.export_record import manifest_components
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
 from optimum_hierarchy.exporters.generation import GenerationCheck, check_generation
 from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
@@ -137,7 +137,7 @@ def export_generation_with_hierarchy(
     check_model_source(model_name_or_path)
     out = check_output_dir(output)
     model = _load(model_name_or_path, task)
-    inputs = generate_inputs(model, task, sequence_length=sequence_length, seed=seed)
+    inputs = generation_inputs(model, task, sequence_length=sequence_length, seed=seed)
     exported = _export(model, inputs, ort_fusions=ort_fusions, opset=opset, optimize=optimize, strict=strict)
     files = _save(exported, model_name_or_path, out)
     result = GenerationExportResult(
@@ -176,7 +176,7 @@ def _load(model_name_or_path: str | os.PathLike[str], task: str) -> Any:
     return model.eval()
 
 
-def generate_inputs(model: Any, task: str, *, sequence_length: int = 8, seed: int = 0) -> dict[str, Any]:
+def generation_inputs(model: Any, task: str, *, sequence_length: int = 8, seed: int = 0) -> dict[str, Any]:
     """Seeded ``generate`` inputs for ``task`` made from the model's config (see the module docstring)."""
     import torch
 
@@ -281,9 +281,8 @@ def _save(exported: Any, source: str | os.PathLike[str], out: Path) -> tuple[Ann
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise
-    manifest = json.loads((out / "export.json").read_text(encoding="utf-8"))
     files = []
-    for name, entry in manifest["components"].items():
+    for name, entry in manifest_components(out).items():
         program = exported.components[name].program
         meta = decode_model_metadata(read_props(program), source=str(out / entry["file"]))
         summary = program.meta.get(SUMMARY_META_KEY) or meta.summary

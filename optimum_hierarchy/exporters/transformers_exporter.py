@@ -31,7 +31,7 @@ unchanged, which the tests check bit for bit.
 
 from __future__ import annotations
 
-__all__ = ["HierarchyOnnxExporter", "component_root", "exporter_components", "require_transformers_exporters"]
+__all__ = ["HierarchyOnnxExporter", "component_root", "require_transformers_exporters"]
 
 import contextlib
 import dataclasses
@@ -46,11 +46,11 @@ import onnx_ir as ir
 
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError, MissingExtraError
+from optimum_hierarchy.export_record import component_programs
+from optimum_hierarchy.exporters.dynamo import StagedAnnotation
 from optimum_hierarchy.exporters.export_info import model_export_info
-from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
-from optimum_hierarchy.provenance import decode_provenance
-from optimum_hierarchy.rules import fused_node_rules
-from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, read_props
+from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY
+from optimum_hierarchy.schema import AttributionSummary, ModuleTree
 
 if TYPE_CHECKING:
     import torch
@@ -84,92 +84,56 @@ def require_transformers_exporters() -> Any:
         ) from e
 
 
-class _StagedAnnotation:
-    """The attribution of one component's graph, step by step through the parent's ``export_program``."""
+_EXPORTER_ONNX = require_transformers_exporters()
 
-    def __init__(self, tree: ModuleTree, export: ExportInfo, strict: bool) -> None:
-        self.tree = tree
-        self.export = export
-        self.strict = strict
-        self.fused_rules = fused_node_rules(export.model_type)
-        self.started = False
-        self.summary: AttributionSummary | None = None
 
-    def first(self, model: ir.Model) -> None:
-        """Attribute the graph as torch wrote it, from its own module records (once)."""
-        if self.started:
-            return
-        self.started = True
-        self._run(model, provenance=False)
+@contextlib.contextmanager
+def _hooked_steps(staged: StagedAnnotation) -> Iterator[None]:
+    """Wrap the parent's steps for the block: attribute before onnxscript's optimizer, re-attribute after each step.
 
-    def again(self, model: ir.Model) -> None:
-        """Re-attribute after a step rewrote the graph, from the provenance the last attribution stored."""
-        if not self.started:  # a step ran before any hook saw the fresh graph: this is the first look
-            self.first(model)
-            return
-        self._run(model, provenance=True)
+    Only in the thread that entered the block: the wrappers are process-wide, and an export another thread
+    runs meanwhile passes through them untouched.
+    """
+    from torch.onnx import ONNXProgram
 
-    def _run(self, model: ir.Model, *, provenance: bool) -> None:
-        stored = decode_provenance(read_props(model)) if provenance else None
-        AttributeNodesPass(self.tree, self.export, strict=self.strict, provenance=stored, fused_rules=self.fused_rules)(
-            model
-        )
-        self.summary = model.meta[SUMMARY_META_KEY]
+    owner = threading.get_ident()
+    original_optimize = ONNXProgram.optimize
 
-    @contextlib.contextmanager
-    def hooks(self) -> Iterator[None]:
-        """Wrap the parent's steps: attribute before onnxscript's optimizer, re-attribute after each step."""
-        from torch.onnx import ONNXProgram
+    def optimize(program: ONNXProgram) -> None:
+        if threading.get_ident() == owner:
+            staged.first(program.model)
+        original_optimize(program)
+        if threading.get_ident() == owner:
+            staged.again(program.model)
 
-        module = require_transformers_exporters()
-        original_optimize = ONNXProgram.optimize
-
-        owner = threading.get_ident()  # the hooks are process-wide: other threads' exports pass through untouched
-
-        def optimize(program: ONNXProgram) -> None:
+    def after(step: Callable[..., Any]) -> Callable[..., Any]:
+        # apply_onnx_ir_fixes(onnx_program) and fuse_for_onnxruntime(model, ...) rewrite their first argument in
+        # place; quantize_converted_model(program, ...) returns the quantized model
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
             if threading.get_ident() != owner:
-                original_optimize(program)
-                return
-            self.first(program.model)
-            original_optimize(program)
-            self.again(program.model)
+                return step(*args, **kwargs)
+            given = _ir_model(args[0]) if args else None
+            if given is not None:
+                staged.first(given)  # no optimizer ran: the graph is still as torch wrote it
+            result = step(*args, **kwargs)
+            model = _ir_model(result) or given
+            if model is not None:
+                staged.again(model)
+            return result
 
-        def after(step: Callable[..., Any], model_of: Callable[[Any, tuple[Any, ...]], Any]) -> Callable[..., Any]:
-            def wrapped(*args: Any, **kwargs: Any) -> Any:
-                if threading.get_ident() != owner:
-                    return step(*args, **kwargs)
-                before = model_of(None, args)
-                if before is not None:
-                    self.first(before)  # no optimizer ran: the graph is still as torch wrote it
-                result = step(*args, **kwargs)
-                model = model_of(result, args)
-                if model is not None:
-                    self.again(model)
-                return result
+        return wrapped
 
-            return wrapped
-
-        hooked = {name: getattr(module, name) for name in HOOKED_STEPS if hasattr(module, name)}
-        replacements = {
-            # apply_onnx_ir_fixes(onnx_program): in place
-            "apply_onnx_ir_fixes": lambda step: after(step, lambda _r, a: _ir_model(a[0]) if a else None),
-            # fuse_for_onnxruntime(model, ort_fusions): in place
-            "fuse_for_onnxruntime": lambda step: after(step, lambda _r, a: _ir_model(a[0]) if a else None),
-            # quantize_converted_model(program, sample_inputs, config) -> the quantized model
-            "quantize_converted_model": lambda step: after(
-                step, lambda r, a: _ir_model(r) if r is not None else (_ir_model(a[0]) if a else None)
-            ),
-        }
-        with _LOCK:
-            ONNXProgram.optimize = optimize  # type: ignore[method-assign,assignment]
+    hooked = {name: getattr(_EXPORTER_ONNX, name) for name in HOOKED_STEPS if hasattr(_EXPORTER_ONNX, name)}
+    with _LOCK:
+        ONNXProgram.optimize = optimize  # type: ignore[method-assign,assignment]
+        for name, step in hooked.items():
+            setattr(_EXPORTER_ONNX, name, after(step))
+        try:
+            yield
+        finally:
+            ONNXProgram.optimize = original_optimize  # type: ignore[method-assign]
             for name, step in hooked.items():
-                setattr(module, name, replacements[name](step))
-            try:
-                yield
-            finally:
-                ONNXProgram.optimize = original_optimize  # type: ignore[method-assign]
-                for name, step in hooked.items():
-                    setattr(module, name, step)
+                setattr(_EXPORTER_ONNX, name, step)
 
 
 def _ir_model(value: Any) -> ir.Model | None:
@@ -191,9 +155,6 @@ def component_root(whole: torch.nn.Module, submodel: torch.nn.Module) -> str | N
         if module is submodel or (type(module) is type(submodel) and module._modules is submodel._modules):
             return str(path)
     return None
-
-
-_EXPORTER_ONNX = require_transformers_exporters()
 
 
 class HierarchyOnnxExporter(_EXPORTER_ONNX.OnnxExporter):  # type: ignore[misc,name-defined]
@@ -248,8 +209,8 @@ class HierarchyOnnxExporter(_EXPORTER_ONNX.OnnxExporter):  # type: ignore[misc,n
                 "HierarchyOnnxExporter().export(submodel, ...)."
             )
         export, _rules = model_export_info(whole)
-        staged = _StagedAnnotation(tree, dataclasses.replace(export, root=root), self.strict)
-        with staged.hooks():
+        staged = StagedAnnotation(tree, dataclasses.replace(export, root=root), strict=self.strict)
+        with _hooked_steps(staged):
             program, metadata = super().export_program(model, sample_inputs, config)
         if not staged.started:  # no hooked step ran (a transformers without them): attribute the result
             staged.first(program)
@@ -260,13 +221,8 @@ class HierarchyOnnxExporter(_EXPORTER_ONNX.OnnxExporter):  # type: ignore[misc,n
 
 def _summaries(exported: Any) -> dict[str, AttributionSummary]:
     found = {}
-    for name, model in exporter_components(exported).items():
+    for name, model in component_programs(exported).items():
         summary = model.meta.get(SUMMARY_META_KEY)
         if isinstance(summary, AttributionSummary):
             found[name] = summary
     return found
-
-
-def exporter_components(exported: Any) -> dict[str, ir.Model]:
-    """``{component name: onnx_ir.Model}`` of an ``ExportedModel`` of the ONNX format."""
-    return {name: component.program for name, component in exported.components.items()}

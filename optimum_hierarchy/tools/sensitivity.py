@@ -193,7 +193,6 @@ class _Swap:
 
     def __init__(self, light: onnx.ModelProto, quantized: onnx.ModelProto) -> None:
         self.light = light
-        self.quantized = quantized
         self.float_keys = {(n.name, n.op_type) for n in light.graph.node}
         self.quantized_keys = {(n.name, n.op_type) for n in quantized.graph.node}
         self.new = [
@@ -204,6 +203,9 @@ class _Swap:
         ]
         self.initializers = {t.name: t for t in quantized.graph.initializer}
         self.float_initializers = {t.name for t in light.graph.initializer}
+        self.matrices = {t.name: math.prod(t.dims) for t in light.graph.initializer if len(t.dims) == 2}
+        self.read = {t for n in light.graph.node for t in n.input} | {o.name for o in light.graph.output}
+        """Every tensor the float graph reads (node inputs and graph outputs)."""
 
     def candidates(self, granularity: str) -> list[str]:
         modules = sorted({m for n, m in self.new if n.op_type == "MatMulNBits" and m is not None})
@@ -230,28 +232,19 @@ class _Swap:
             return "no quantized node of its own"
         produced_new = {t for n in new for t in n.output}
         produced_gone = {t for _, n in gone for t in n.output}
-        users = {t for n in self.light.graph.node for t in n.input} | {o.name for o in self.light.graph.output}
-        missing = sorted((produced_gone & users) - produced_new - {t for _, n in gone for t in n.input})
+        missing = sorted((produced_gone & self.read) - produced_new - {t for _, n in gone for t in n.input})
         if missing:
             return f"its quantized nodes do not produce {missing[0]!r}, which the rest of the graph reads"
         proto = onnx.ModelProto()
         proto.CopyFrom(self.light)
-        nodes = list(proto.graph.node)
-        first = gone[0][0]
         removed = {i for i, _ in gone}
-        kept = [n for i, n in enumerate(nodes) if i not in removed]
-        position = sum(1 for i in range(first) if i not in removed)
+        kept = [n for i, n in enumerate(proto.graph.node) if i not in removed]
+        first = gone[0][0]  # the first node removed: every node before it is kept, so it is also where to insert
         del proto.graph.node[:]
-        proto.graph.node.extend(kept[:position] + new + kept[position:])
+        proto.graph.node.extend(kept[:first] + new + kept[first:])
         needed = {t for n in new for t in n.input if t in self.initializers and t not in self.float_initializers}
         proto.graph.initializer.extend(self.initializers[t] for t in sorted(needed))
-        weights = sum(
-            math.prod(t.dims)
-            for _, n in gone
-            for name in n.input
-            for t in self.light.graph.initializer
-            if t.name == name and len(t.dims) == 2
-        )
+        weights = sum(self.matrices.get(name, 0) for _, n in gone for name in n.input)
         return proto, tuple(n.name for n in new if n.op_type == "MatMulNBits"), int(weights)
 
 

@@ -208,18 +208,19 @@ def test_hooks_leave_other_threads_exports_alone() -> None:
 
     if not has_transformers_exporters():
         pytest.skip("needs transformers.exporters")
-    from optimum_hierarchy.exporters.transformers_exporter import _StagedAnnotation
+    from optimum_hierarchy.exporters.dynamo import StagedAnnotation
+    from optimum_hierarchy.exporters.transformers_exporter import _hooked_steps
     from optimum_hierarchy.modules import ModuleInfo, ModuleTree
     from optimum_hierarchy.schema import ExportInfo
 
-    staged = _StagedAnnotation(ModuleTree([ModuleInfo(path="", class_name="")]), ExportInfo(), strict=False)
+    staged = StagedAnnotation(ModuleTree([ModuleInfo(path="", class_name="")]), ExportInfo())
     found: dict[str, Any] = {}
 
     def other() -> None:
         program = torch.onnx.export(torch.nn.Linear(4, 3), (torch.randn(2, 4),), dynamo=True)
         found["keys"] = {k for node in program.model.graph for k in node.metadata_props}
 
-    with staged.hooks():
+    with _hooked_steps(staged):
         thread = threading.Thread(target=other)
         thread.start()
         thread.join()
