@@ -21,6 +21,15 @@ GENERATION_CASES = ("llama", "qwen2", "mixtral", "whisper", "t5", "llava")
 
 DECODER_ONLY = ("llama", "qwen2", "mixtral")
 
+DECODER = {
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+"""The decoder shape every decoder case shares (grouped-query attention: 4 heads, 2 key/value heads)."""
+
 VARIANTS = {
     "llama-fused": ("llama", {"ort_fusions": "cpu"}),
     "llama-cuda": ("llama", {"ort_fusions": "cuda"}),
@@ -82,11 +91,7 @@ def _llama() -> GenerationCase:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **DECODER,
         vocab_size=128,
         max_position_embeddings=64,
     )
@@ -97,11 +102,7 @@ def _qwen2() -> GenerationCase:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **DECODER,
         vocab_size=128,
         max_position_embeddings=64,
     )
@@ -112,11 +113,7 @@ def _mixtral() -> GenerationCase:
     from transformers import MixtralConfig, MixtralForCausalLM
 
     config = MixtralConfig(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **DECODER,
         num_local_experts=4,
         num_experts_per_tok=2,
         vocab_size=128,
@@ -180,11 +177,7 @@ def _llava() -> GenerationCase:
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     text = LlamaConfig(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **DECODER,
         vocab_size=320,
         max_position_embeddings=128,
     )
