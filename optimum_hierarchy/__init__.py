@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from optimum_hierarchy.lazy import lazy_getattr
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _LAZY = {
     "AttributeNodesPass": "optimum_hierarchy.passes.attribute_nodes",
@@ -37,9 +37,6 @@ _LAZY = {
     "hierarchy_onnx_config": "optimum_hierarchy.exporters.onnx_config",
     "read_export_hierarchy": "optimum_hierarchy.read",
     "read_hierarchy": "optimum_hierarchy.read",
-    # 0.1's names, deprecated (they warn when called; removed in 0.3): not in __all__
-    "annotate_onnx_file": "optimum_hierarchy.annotate",
-    "restore_hierarchy": "optimum_hierarchy.restore",
 }
 
 __all__ = [

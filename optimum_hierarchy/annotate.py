@@ -4,9 +4,6 @@ from __future__ import annotations
 
 __all__ = [
     "annotate_file",
-    "annotate_model_file",
-    "annotate_onnx_file",
-    "annotate_onnx_model",
     "annotate_proto",
     "check_block_consistency",
     "load_model_proto",
@@ -18,13 +15,12 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import onnx
 import onnx_ir as ir
 
 from optimum_hierarchy.atomic import atomic_write
-from optimum_hierarchy.errors import AttributionError, InvalidModelFileError, warn_deprecated
+from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.provenance import decode_provenance
 from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks, fused_node_rules
@@ -224,40 +220,3 @@ def annotate_file(
             raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e
     logger.info("%s: %s", path, summary.describe())
     return summary
-
-
-# --- the names of 0.1, deprecated (removed in 0.3) ---------------------------------------------------
-
-
-def annotate_onnx_file(
-    path: str | os.PathLike[str],
-    tree: ModuleTree,
-    export: ExportInfo | None = None,
-    **kwargs: Any,
-) -> AttributionSummary:
-    """Deprecated: :func:`annotate_file` (same parameters)."""
-    warn_deprecated("optimum_hierarchy.annotate_onnx_file", "annotate_file")
-    return annotate_file(path, tree, export, **kwargs)
-
-
-def annotate_model_file(
-    source: ModelFile,
-    path: str | os.PathLike[str],
-    tree: ModuleTree,
-    export: ExportInfo | None = None,
-    **kwargs: Any,
-) -> AttributionSummary:
-    """Deprecated: :func:`annotate_file` with ``source=``."""
-    warn_deprecated("optimum_hierarchy.annotate.annotate_model_file", "annotate_file(path, tree, source=source)")
-    return annotate_file(path, tree, export, source=source, **kwargs)
-
-
-def annotate_onnx_model(
-    proto: onnx.ModelProto,
-    tree: ModuleTree,
-    export: ExportInfo | None = None,
-    **kwargs: Any,
-) -> tuple[AttributionSummary, bool]:
-    """Deprecated: :func:`annotate_proto` (same parameters)."""
-    warn_deprecated("optimum_hierarchy.annotate.annotate_onnx_model", "annotate_proto")
-    return annotate_proto(proto, tree, export, **kwargs)

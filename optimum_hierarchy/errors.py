@@ -1,14 +1,10 @@
-"""Exceptions raised by optimum_hierarchy, and the warning its deprecated names give."""
+"""Exceptions raised by optimum_hierarchy, and the check for the ``onnx`` extra. Imports nothing of the package."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from optimum_hierarchy.schema import UnattributedNode
 
 __all__ = [
     "AttributionError",
@@ -18,9 +14,9 @@ __all__ = [
     "MissingExtraError",
     "MissingHierarchyError",
     "SchemaError",
+    "UnattributedNode",
     "has_optimum_onnx",
     "require_optimum_onnx",
-    "warn_deprecated",
 ]
 
 
@@ -34,6 +30,16 @@ class SchemaError(HierarchyError):
 
 class MissingHierarchyError(HierarchyError):
     """A model carries no hierarchy metadata."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UnattributedNode:
+    """A node left without a module, and why (an :class:`AttributionError` names them; summaries count them)."""
+
+    node: str
+    op_type: str
+    graph: str
+    reason: str
 
 
 class AttributionError(HierarchyError):
@@ -74,16 +80,4 @@ def require_optimum_onnx(feature: str) -> None:
         "On optimum 2.3 / transformers 5, "
         "export with `optimum-cli hierarchy export --model DIR --task TASK OUT/` "
         "(optimum_hierarchy.export_task_with_hierarchy) instead."
-    )
-
-
-def warn_deprecated(old: str, new: str) -> None:
-    """A ``DeprecationWarning`` at the caller of the deprecated name ``old``: use ``new``, ``old`` goes in 0.3.
-
-    Names renamed in 0.2 keep working for one release (README, "Deprecated names").
-    """
-    warnings.warn(
-        f"{old} is deprecated and will be removed in optimum-hierarchy 0.3; use {new}.",
-        DeprecationWarning,
-        stacklevel=3,
     )

@@ -29,9 +29,8 @@ __all__ = [
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
-from optimum_hierarchy.errors import SchemaError, warn_deprecated
+from optimum_hierarchy.errors import SchemaError
 
 # --- the algebra of paths ------------------------------------------------------------------------
 
@@ -275,21 +274,3 @@ class ModuleTree(Mapping[str, ModuleInfo]):
     def lowest_common_ancestor(paths: Iterable[str]) -> str | None:
         """Deepest path that is an ancestor of (or equal to) every path given; ``None`` for no paths."""
         return common_ancestor(paths)
-
-    # 0.1's JSON methods, deprecated (removed in 0.3): the codec is schema's. The imports below run
-    # only when a deprecated method is called; at import time this module needs nothing from schema.
-
-    def to_json(self) -> list[dict[str, Any]]:
-        """Deprecated: :func:`optimum_hierarchy.schema.encode_module_tree`."""
-        from optimum_hierarchy.schema import encode_module_tree  # the deprecated shim only
-
-        warn_deprecated("ModuleTree.to_json", "optimum_hierarchy.schema.encode_module_tree")
-        return encode_module_tree(self)
-
-    @classmethod
-    def from_json(cls, data: Any, *, key: str = "pkg.optimum_hierarchy.modules") -> ModuleTree:
-        """Deprecated: :func:`optimum_hierarchy.schema.decode_module_tree`."""
-        from optimum_hierarchy.schema import decode_module_tree  # the deprecated shim only
-
-        warn_deprecated("ModuleTree.from_json", "optimum_hierarchy.schema.decode_module_tree")
-        return decode_module_tree(data, key=key)

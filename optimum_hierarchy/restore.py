@@ -20,7 +20,7 @@ is the command). For each ONNX file:
 
 from __future__ import annotations
 
-__all__ = ["annotate_hierarchy", "restore_hierarchy", "restore_if_annotated", "tree_from_config", "tree_from_names"]
+__all__ = ["annotate_hierarchy", "restore_if_annotated", "tree_from_config", "tree_from_names"]
 
 import logging
 import os
@@ -31,7 +31,7 @@ import onnx
 from optimum_hierarchy.annotate import annotate_file
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
-from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError, warn_deprecated
+from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata, tree_from_dynamo
 from optimum_hierarchy.export_record import tree_for_exported_component
 from optimum_hierarchy.exporters.export_info import make_export_info, rules_of
@@ -86,18 +86,6 @@ def annotate_hierarchy(
     config_path = _config_file(Path(config)) if config is not None else None
     with directory_lock(path if path.is_dir() else path.parent, shared=True):
         return [_restore_file(f, config_path, strict, scope_names) for f in files]
-
-
-def restore_hierarchy(
-    path: str | os.PathLike[str],
-    *,
-    config: str | os.PathLike[str] | None = None,
-    strict: bool = False,
-    scope_names: bool = False,
-) -> list[AnnotatedFile]:
-    """Deprecated (0.1's name): :func:`annotate_hierarchy`, as ``optimum-cli hierarchy annotate`` is named."""
-    warn_deprecated("optimum_hierarchy.restore_hierarchy", "annotate_hierarchy")
-    return annotate_hierarchy(path, config=config, strict=strict, scope_names=scope_names)
 
 
 def _config_file(config: Path) -> Path:

@@ -108,7 +108,7 @@ class HierarchyRetriever:
             self._by_class[info.class_name].append(path)
             self._by_class[info.class_name.rpartition(".")[2]].append(path)
 
-    # --- the design's four methods ------------------------------------------------------------
+    # --- queries by module (a depth, its nodes, nodes grouped by module, a subtree), then by node ------
 
     @property
     def tree(self) -> ModuleTree:

@@ -54,6 +54,7 @@ __all__ = [
     "NODE_REASON_KEY",
     "NODE_SOURCES_KEY",
     "NODE_SOURCE_KEY",
+    "PRECISION_PLAN_KEY",
     "PROVENANCE_KEY",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
@@ -96,7 +97,7 @@ import json
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from optimum_hierarchy.errors import MissingHierarchyError, SchemaError
+from optimum_hierarchy.errors import MissingHierarchyError, SchemaError, UnattributedNode
 from optimum_hierarchy.modules import ModuleInfo, ModuleTree, ParameterInfo
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ EXPORT_KEY = MODEL_KEY_PREFIX + "export"
 SUMMARY_KEY = MODEL_KEY_PREFIX + "summary"
 PROVENANCE_KEY = MODEL_KEY_PREFIX + "provenance"
 MODULE_OUTPUTS_KEY = MODEL_KEY_PREFIX + "module_outputs"
+PRECISION_PLAN_KEY = MODEL_KEY_PREFIX + "precision_plan"
 
 NODE_MODULE_KEY = MODEL_KEY_PREFIX + "module"
 NODE_SOURCE_KEY = MODEL_KEY_PREFIX + "source"
@@ -225,6 +227,7 @@ KEYS: Mapping[str, KeyRule] = {
         KeyRule(MODULES_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),
         KeyRule(EXPORT_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),
         KeyRule(MODULE_OUTPUTS_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),  # written at export only
+        KeyRule(PRECISION_PLAN_KEY, Level.MODEL, Encoding.JSON, Carry.KEPT),  # hierarchy quantize --max-error
         KeyRule(SUMMARY_KEY, Level.MODEL, Encoding.JSON, Carry.RECOMPUTED),
         KeyRule(PROVENANCE_KEY, Level.MODEL, Encoding.ZLIB_JSON, Carry.RECOMPUTED),
         KeyRule(
@@ -382,14 +385,6 @@ class ExportInfo:
     model_class: str | None = None
     rules: str | None = None
     """Name of the architecture rules used, ``None`` when the generic mechanism ran alone."""
-
-
-@dataclasses.dataclass(frozen=True)
-class UnattributedNode:
-    node: str
-    op_type: str
-    graph: str
-    reason: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,11 @@ imports under ``if TYPE_CHECKING:`` (they never run).
 
 A cycle means that some module runs before the modules it needs have finished, and that no module
 of the cycle can be imported, tested or understood without the others.
+
+The layers are checked a second time with every import written in a module (``every=True``): inside
+functions and under ``if TYPE_CHECKING:`` too, each edge going to the module the statement names (not to
+the packages above it, whose ``__init__`` runs first only at run time). A cycle there is one that was
+hidden by moving an import into a function or under ``TYPE_CHECKING``.
 """
 
 from __future__ import annotations
@@ -73,21 +78,39 @@ def import_time_imports(body: Sequence[ast.stmt]) -> Iterator[ast.Import | ast.I
                 yield from import_time_imports(part.body)
 
 
-def import_graph(modules: Mapping[str, Path], package: str = PACKAGE) -> dict[str, dict[str, int]]:
-    """``graph[a][b]``: the line of ``a`` whose execution imports ``b`` (a module of ``modules``)."""
+def every_import(body: Sequence[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement written in ``body``, wherever it stands (functions, ``TYPE_CHECKING``)."""
+    for statement in body:
+        for node in ast.walk(statement):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                yield node
+
+
+def import_graph(
+    modules: Mapping[str, Path], package: str = PACKAGE, *, every: bool = False
+) -> dict[str, dict[str, int]]:
+    """``graph[a][b]``: the line of ``a`` whose execution imports ``b`` (a module of ``modules``).
+
+    ``every``: the line of ``a`` that names ``b`` in any import statement (see the module docstring).
+    """
     graph: dict[str, dict[str, int]] = {name: {} for name in modules}
 
     def add(source: str, target: str, line: int) -> None:
+        if every:
+            if target in modules and target != source:
+                graph[source].setdefault(target, line)
+            return
         parts = target.split(".")
         for i in range(1, len(parts) + 1):  # a.b.c runs a/__init__.py and a/b/__init__.py first
             name = ".".join(parts[:i])
             if name in modules and name != source:
                 graph[source].setdefault(name, line)
 
+    statements = every_import if every else import_time_imports
     for source, path in modules.items():
         is_package = path.name == "__init__.py"
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for statement in import_time_imports(tree.body):
+        for statement in statements(tree.body):
             if isinstance(statement, ast.Import):
                 for alias in statement.names:
                     add(source, alias.name, statement.lineno)
@@ -100,10 +123,11 @@ def import_graph(modules: Mapping[str, Path], package: str = PACKAGE) -> dict[st
                 target = statement.module or ""
             if target != package and not target.startswith(package + "."):
                 continue
-            add(source, target, statement.lineno)
-            for alias in statement.names:
-                if f"{target}.{alias.name}" in modules:  # from package import submodule
-                    add(source, f"{target}.{alias.name}", statement.lineno)
+            submodules = [f"{target}.{a.name}" for a in statement.names if f"{target}.{a.name}" in modules]
+            if not (every and len(submodules) == len(statement.names)):  # names the package's own names
+                add(source, target, statement.lineno)
+            for submodule in submodules:  # from package import submodule
+                add(source, submodule, statement.lineno)
     return graph
 
 
@@ -185,6 +209,15 @@ def test_no_import_cycles() -> None:
     assert not cycles, "import cycles in optimum_hierarchy:\n  " + "\n  ".join(cycles) + "\n" + HOW_TO_BREAK
 
 
+def test_no_cycles_counting_every_import() -> None:
+    """Not even through an import inside a function or under ``TYPE_CHECKING``."""
+    modules = module_files()
+    graph = import_graph(modules, every=True)
+    assert f"{PACKAGE}.tools.profile" in graph[f"{PACKAGE}.cli.profile"]  # a function-level import is an edge
+    cycles = [describe(graph, c) for c in strongly_connected(graph)]
+    assert not cycles, "import cycles in optimum_hierarchy:\n  " + "\n  ".join(cycles) + "\n" + HOW_TO_BREAK
+
+
 def test_the_graph_has_the_edges_that_run_and_no_others(tmp_path: Path) -> None:
     """A planted package: which imports are edges, and the cycle they make."""
     root = tmp_path / "pkg"
@@ -214,6 +247,11 @@ def test_the_graph_has_the_edges_that_run_and_no_others(tmp_path: Path) -> None:
     assert graph["pkg.d"] == {"pkg": 1, "pkg.a": 1}
     assert strongly_connected(graph) == [["pkg.a", "pkg.b", "pkg.sub", "pkg.sub.e"]]
     assert shortest_cycle(graph, ["pkg.a", "pkg.b", "pkg.sub", "pkg.sub.e"]) == ["pkg.a", "pkg.b", "pkg.sub.e", "pkg.a"]
+    every = import_graph(modules, "pkg", every=True)
+    assert every["pkg.a"] == {"pkg.b": 2, "pkg.c": 4, "pkg.d": 6}  # TYPE_CHECKING and the function count
+    assert every["pkg.b"] == {"pkg.sub.e": 2}  # only the module named, not the packages above it
+    assert every["pkg.d"] == {"pkg.a": 1}
+    assert strongly_connected(every) == [["pkg.a", "pkg.b", "pkg.d", "pkg.sub.e"]]
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-""":data:`optimum_hierarchy.tools.runtime.OPTIMIZATION_LEVELS`, written again: that module imports numpy and onnx."""
+from optimum_hierarchy.tools.choices import OPTIMIZATION_LEVELS
 
 
 def model_argument(parser: ArgumentParser, name: str = "model", help_text: str = "An annotated .onnx file.") -> None:

@@ -16,9 +16,7 @@ from typing import Any
 from optimum.commands.base import BaseOptimumCLICommand
 
 from optimum_hierarchy.cli.common import json_argument, model_explorer_argument, shape_argument
-
-ERROR_METRICS = ("local_rel_l2", "local_max_abs", "accumulated_rel_l2", "accumulated_max_abs")
-"""optimum_hierarchy.tools.explorer.ERROR_METRICS (not imported: this module is imported at optimum-cli start-up)."""
+from optimum_hierarchy.tools.choices import ERROR_METRICS
 
 
 class ErrorCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped

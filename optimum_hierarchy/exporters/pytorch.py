@@ -1,4 +1,4 @@
-"""Export of any ``nn.Module`` with ``torch.onnx.export`` and the hierarchy (the research note's API)."""
+"""Export of any ``nn.Module`` with ``torch.onnx.export`` and the hierarchy, as one exporter object."""
 
 from __future__ import annotations
 

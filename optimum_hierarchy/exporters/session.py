@@ -1,22 +1,12 @@
 """An export session: makes every config Optimum builds hierarchy-aware, and finishes the files afterwards.
 
-The session's state (:class:`ExportSession`) and the export's results live one floor down, in
-:mod:`~optimum_hierarchy.exporters.session_state` and :mod:`~optimum_hierarchy.exporters.results`,
-which the code patched into Optimum imports; they are re-exported here.
+The session's state (:class:`ExportSession`) lives one floor down, in
+:mod:`~optimum_hierarchy.exporters.session_state`, which the code patched into Optimum imports.
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "AnnotatedFile",
-    "ExportSession",
-    "HierarchyExportResult",
-    "current_session",
-    "file_state",
-    "hierarchy_export_session",
-    "make_export_info",
-    "onnx_files_state",
-]
+__all__ = ["hierarchy_export_session"]
 
 import contextlib
 import functools
@@ -27,15 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.exporters.dynamo import require_onnxscript
-from optimum_hierarchy.exporters.export_info import make_export_info
-from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
-from optimum_hierarchy.exporters.session_state import (
-    ExportSession,
-    active_session,
-    current_session,
-    file_state,
-    onnx_files_state,
-)
+from optimum_hierarchy.exporters.session_state import ExportSession, active_session
 
 
 @contextlib.contextmanager

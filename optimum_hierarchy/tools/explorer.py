@@ -56,13 +56,11 @@ from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.read import read_hierarchy
 from optimum_hierarchy.schema import ModuleTree, decode_node
+from optimum_hierarchy.tools.choices import ERROR_METRICS
 from optimum_hierarchy.tools.error import ErrorReport
 from optimum_hierarchy.tools.profile import ModuleProfile
 from optimum_hierarchy.walk import iter_ir_sites
 from optimum_hierarchy.wire import read_model_file
-
-ERROR_METRICS = ("local_rel_l2", "local_max_abs", "accumulated_rel_l2", "accumulated_max_abs")
-"""The values ``error_node_data`` can show (lower is better for each)."""
 
 _MAIN_GRAPH = "<main>"  # the adapter's id of an unnamed main graph
 _GRADIENT = ({"stop": 0, "bgColor": "#ffffff"}, {"stop": 0.5, "bgColor": "#fdae61"}, {"stop": 1, "bgColor": "#d62728"})

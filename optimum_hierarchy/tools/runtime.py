@@ -22,9 +22,7 @@ import onnx
 from onnx.external_data_helper import uses_external_data
 
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
-
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-"""ONNX Runtime's graph optimization levels, by the names of ``GraphOptimizationLevel.ORT_ENABLE_*``."""
+from optimum_hierarchy.tools.choices import OPTIMIZATION_LEVELS
 
 
 def model_file(path: str | os.PathLike[str]) -> Path:

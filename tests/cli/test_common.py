@@ -16,7 +16,7 @@ from optimum_hierarchy.errors import HierarchyError
 def test_the_optimization_levels_are_the_tools_ones() -> None:
     from optimum_hierarchy.tools.runtime import OPTIMIZATION_LEVELS
 
-    assert common.OPTIMIZATION_LEVELS == OPTIMIZATION_LEVELS  # written twice: the CLI module stays light
+    assert common.OPTIMIZATION_LEVELS is OPTIMIZATION_LEVELS  # one tuple, tools/choices.py
 
 
 def test_shared_arguments_parse() -> None:
