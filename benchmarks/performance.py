@@ -260,8 +260,8 @@ def measure_passes(plain: Path, model_dir: Path, scratch: Path, repeats: int, *,
     """Annotating a copy of the plain file in place vs one load + save of it (optionally with external data)."""
     import onnx
 
-    from optimum_hierarchy.annotate import annotate_file
-    from optimum_hierarchy.restore import tree_from_config
+    from optimum_hierarchy.annotation.file import annotate_file
+    from optimum_hierarchy.annotation.hierarchy import tree_from_config
     from optimum_hierarchy.schema import ExportInfo
 
     tree, model_type, model_class = tree_from_config(model_dir / "config.json")
@@ -402,8 +402,8 @@ def measure_passes_in_place(plain: Path, model_dir: Path, repeats: int) -> dict[
     """For a file with external data: annotate a copy of the graph file beside the data (never copied)."""
     import onnx
 
-    from optimum_hierarchy.annotate import annotate_file
-    from optimum_hierarchy.restore import tree_from_config
+    from optimum_hierarchy.annotation.file import annotate_file
+    from optimum_hierarchy.annotation.hierarchy import tree_from_config
     from optimum_hierarchy.schema import ExportInfo
 
     tree, model_type, model_class = tree_from_config(model_dir / "config.json")
@@ -431,7 +431,7 @@ def measure_scaling(work: Path, layers: tuple[int, ...], repeats: int) -> list[d
     from optimum.exporters.onnx import main_export
 
     from optimum_hierarchy import HierarchyRetriever
-    from optimum_hierarchy.annotate import annotate_file, annotate_proto
+    from optimum_hierarchy.annotation.file import annotate_file, annotate_proto
     from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.demo import build_tiny_model
     from optimum_hierarchy.schema import ExportInfo

@@ -16,7 +16,7 @@ parameter drawn from N(0, 0.02)) and saved with ``save_pretrained`` (no hub, no 
   arguments (the reference for file sizes and ONNX Runtime outputs);
 * the unoptimized exports (``--quantize`` can add optimized ones) are quantized dynamically with
   ``ORTQuantizer`` (avx2, per tensor); the annotated one is then re-attributed with
-  :func:`optimum_hierarchy.restore.annotate_hierarchy`;
+  :func:`optimum_hierarchy.annotation.hierarchy.annotate_hierarchy`;
 * the plain O2 export is annotated after the fact (retrofit), once with the module tree rebuilt
   from the graph's names (no ``config.json``) and once with the model's config, and its nodes'
   modules are compared with those of the annotated O2 export (the exact answer).
@@ -320,7 +320,7 @@ def time_restore(annotated: Path, scratch: Path) -> dict[str, Any]:
     """Time ``annotate_hierarchy`` on ``annotated`` stripped of its node metadata, against one load + save."""
     import onnx
 
-    from optimum_hierarchy.restore import annotate_hierarchy
+    from optimum_hierarchy.annotation.hierarchy import annotate_hierarchy
 
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -360,7 +360,7 @@ def run_model(name: str, work_root: Path, levels: list[str], quantize_from: list
     from optimum.exporters.onnx import main_export
 
     from optimum_hierarchy import export_with_hierarchy
-    from optimum_hierarchy.restore import annotate_hierarchy
+    from optimum_hierarchy.annotation.hierarchy import annotate_hierarchy
 
     _, _, task = MODELS[name]
     work = Work(work_root / name)

@@ -20,15 +20,15 @@ _LAZY = {
     "AttributionSource": "optimum_hierarchy.schema",
     "AttributionSummary": "optimum_hierarchy.schema",
     "ExportInfo": "optimum_hierarchy.schema",
-    "HierarchyExportResult": "optimum_hierarchy.exporters.results",
+    "HierarchyExportResult": "optimum_hierarchy.annotation.results",
     "HierarchyOnnxExporter": "optimum_hierarchy.exporters.transformers_exporter",
     "HierarchyMetadata": "optimum_hierarchy.schema",
     "HierarchyPreservingExporter": "optimum_hierarchy.exporters.pytorch",
     "HierarchyRetriever": "optimum_hierarchy.retriever",
     "ModuleInfo": "optimum_hierarchy.modules",
     "ModuleTree": "optimum_hierarchy.modules",
-    "annotate_file": "optimum_hierarchy.annotate",
-    "annotate_hierarchy": "optimum_hierarchy.restore",
+    "annotate_file": "optimum_hierarchy.annotation.file",
+    "annotate_hierarchy": "optimum_hierarchy.annotation.hierarchy",
     "capture_module_tree": "optimum_hierarchy.capture.module_tree",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
     "export_generation_with_hierarchy": "optimum_hierarchy.exporters.generation_export",
@@ -65,19 +65,19 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from optimum_hierarchy.annotate import annotate_file
+    from optimum_hierarchy.annotation.file import annotate_file
+    from optimum_hierarchy.annotation.hierarchy import annotate_hierarchy
+    from optimum_hierarchy.annotation.results import HierarchyExportResult
     from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
     from optimum_hierarchy.exporters.generation_export import export_generation_with_hierarchy
     from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
     from optimum_hierarchy.exporters.pytorch import HierarchyPreservingExporter
-    from optimum_hierarchy.exporters.results import HierarchyExportResult
     from optimum_hierarchy.exporters.task_export import export_task_with_hierarchy
     from optimum_hierarchy.exporters.transformers_exporter import HierarchyOnnxExporter
     from optimum_hierarchy.modules import ModuleInfo, ModuleTree
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
     from optimum_hierarchy.read import read_export_hierarchy, read_hierarchy
-    from optimum_hierarchy.restore import annotate_hierarchy
     from optimum_hierarchy.schema import AttributionSource, AttributionSummary, ExportInfo, HierarchyMetadata
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 from optimum.commands.base import BaseOptimumCLICommand
 
 if TYPE_CHECKING:
-    from optimum_hierarchy.exporters.results import HierarchyExportResult
+    from optimum_hierarchy.annotation.results import HierarchyExportResult
 
 _R = TypeVar("_R", bound="HierarchyExportResult")
 

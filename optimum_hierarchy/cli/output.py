@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
+from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportResult
 
 if TYPE_CHECKING:
     from optimum_hierarchy.tools.explorer import NodeData

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from optimum_hierarchy.lazy import lazy_getattr
 
 _LAZY = {
-    "AnnotatedFile": "optimum_hierarchy.exporters.results",
-    "HierarchyExportResult": "optimum_hierarchy.exporters.results",
+    "AnnotatedFile": "optimum_hierarchy.annotation.results",
+    "HierarchyExportResult": "optimum_hierarchy.annotation.results",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
     "export_with_hierarchy": "optimum_hierarchy.exporters.export",
     "hierarchy_export_session": "optimum_hierarchy.exporters.session",
@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportResult
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
-    from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
     from optimum_hierarchy.exporters.session import hierarchy_export_session
 
 

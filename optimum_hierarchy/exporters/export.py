@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optimum_hierarchy.annotation.results import HierarchyExportResult
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyExportError, require_optimum_onnx
-from optimum_hierarchy.exporters.results import HierarchyExportResult
 from optimum_hierarchy.exporters.session import hierarchy_export_session
 from optimum_hierarchy.exporters.session_state import onnx_files_state
 

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from optimum_hierarchy.annotate import annotate_file, load_model_proto
+from optimum_hierarchy.annotation.export_info import model_export_info
+from optimum_hierarchy.annotation.file import annotate_file, load_model_proto
 from optimum_hierarchy.atomic import write_through_temporary
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
@@ -21,7 +22,6 @@ from optimum_hierarchy.exporters.dynamo import (
     export_program,
     save_program,
 )
-from optimum_hierarchy.exporters.export_info import model_export_info
 from optimum_hierarchy.rules import ArchitectureRules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
 

@@ -54,6 +54,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from optimum_hierarchy.annotation.export_info import model_export_info
+from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportResult
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
@@ -65,9 +67,7 @@ from optimum_hierarchy.exporters.dynamo import (
     transformers_translation_table,
 )
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
-from optimum_hierarchy.exporters.export_info import model_export_info
 from optimum_hierarchy.exporters.pytorch import replaced_forward
-from optimum_hierarchy.exporters.results import AnnotatedFile, HierarchyExportResult
 
 logger = logging.getLogger(__name__)
 

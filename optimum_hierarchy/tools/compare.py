@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from optimum_hierarchy.annotate import load_model_proto
+from optimum_hierarchy.annotation.file import load_model_proto
 from optimum_hierarchy.capture.module_tree import qualified_class_name
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.modules import within

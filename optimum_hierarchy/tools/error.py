@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from optimum_hierarchy.annotate import load_model_proto
+from optimum_hierarchy.annotation.file import load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.modules import ModuleInfo, within
 from optimum_hierarchy.provenance import decode_module_outputs

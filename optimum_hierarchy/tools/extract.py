@@ -18,7 +18,7 @@ from pathlib import Path
 import onnx
 from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
-from optimum_hierarchy.annotate import annotate_proto, load_model_proto
+from optimum_hierarchy.annotation.file import annotate_proto, load_model_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_proto
+from optimum_hierarchy.annotation.file import annotate_proto
 from optimum_hierarchy.atomic import check_output_path, save_onnx
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.schema import AttributionSummary, decode_model_metadata, decode_node, read_props

@@ -3,7 +3,7 @@
 ONNX Runtime optimizes the graph when it creates a session (it fuses nodes and names the new ones), so
 the node names in its profile are those of the graph it runs, not those of the file. That graph is
 saved (``SessionOptions.optimized_model_filepath``) into a temporary directory and re-attributed from
-the provenance the file carries (:func:`~optimum_hierarchy.annotate.annotate_proto`), exactly as
+the provenance the file carries (:func:`~optimum_hierarchy.annotation.file.annotate_proto`), exactly as
 after ``ORTOptimizer``; each kernel event is then mapped by node name to that graph and its module.
 
 *Node time* is the sum of the kernel events of the measured runs (warm-up runs are excluded by the
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from optimum_hierarchy.annotate import annotate_proto, load_model_proto
+from optimum_hierarchy.annotation.file import annotate_proto, load_model_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarchy
 from optimum_hierarchy.schema import Level, ModuleTree, decode_model_metadata, read_props, replace_props

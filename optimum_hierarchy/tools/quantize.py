@@ -42,9 +42,9 @@ require_optimum_onnx("Quantization by module through Optimum's ORTQuantizer (opt
 from optimum.onnxruntime.configuration import QuantizationConfig  # noqa: E402
 from optimum.onnxruntime.quantization import ORTQuantizer  # noqa: E402
 
-from optimum_hierarchy.exporters.results import AnnotatedFile  # noqa: E402
+from optimum_hierarchy.annotation.hierarchy import restore_if_annotated  # noqa: E402
+from optimum_hierarchy.annotation.results import AnnotatedFile  # noqa: E402
 from optimum_hierarchy.read import read_hierarchy  # noqa: E402
-from optimum_hierarchy.restore import restore_if_annotated  # noqa: E402
 from optimum_hierarchy.tools.selection import (  # noqa: E402
     Globs,
     ModuleSelection,

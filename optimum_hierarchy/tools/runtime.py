@@ -88,7 +88,7 @@ def make_session(
     elif not extra_outputs:
         return _session(lambda: ort.InferenceSession(str(model), options, providers=providers), model)
     else:
-        from optimum_hierarchy.annotate import load_model_proto
+        from optimum_hierarchy.annotation.file import load_model_proto
 
         proto, directory = load_model_proto(model), Path(model).parent
     # The extra outputs are appended to the proto for the time it takes to serialize it, then removed

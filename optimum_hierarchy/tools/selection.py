@@ -36,7 +36,7 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_proto
+from optimum_hierarchy.annotation.file import annotate_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.modules import ancestors
 from optimum_hierarchy.read import NodeAttribution

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from optimum_hierarchy.exporters.export_info import make_export_info, model_export_info, model_type_of, rules_of
+from optimum_hierarchy.annotation.export_info import make_export_info, model_export_info, model_type_of, rules_of
 from optimum_hierarchy.rules import load_all_rules
 
 

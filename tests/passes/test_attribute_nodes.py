@@ -313,7 +313,7 @@ def test_a_scope_naming_no_module_is_said_on_a_fresh_export(caplog: pytest.LogCa
     """On a fresh TorchScript export a scope is the exporter's record of the call: one that names no module of
     the tree contradicts it, so the pass says so (a warning naming the node), rather than silently taking what
     the neighbours give; the same name in a file annotated after the fact is only a name, and nothing is said."""
-    from optimum_hierarchy.annotate import annotate_proto
+    from optimum_hierarchy.annotation.file import annotate_proto
 
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"], name="/nope/Relu")],

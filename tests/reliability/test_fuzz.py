@@ -32,12 +32,12 @@ from reliability.graphs import (
 from reliability.reference_reattribute import reference_reattribute
 
 from optimum_hierarchy import HierarchyRetriever, annotate_file, read_hierarchy, schema
-from optimum_hierarchy.annotate import annotate_proto
+from optimum_hierarchy.annotation.file import annotate_proto
+from optimum_hierarchy.annotation.hierarchy import annotate_hierarchy
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError, MissingHierarchyError, SchemaError
 from optimum_hierarchy.evidence.context import ONLY_THE_ROOT
 from optimum_hierarchy.passes.reattribute import reattribute
 from optimum_hierarchy.provenance import NodeTable, Provenance, ProvenanceNode, decode_provenance, encode_provenance
-from optimum_hierarchy.restore import annotate_hierarchy
 from optimum_hierarchy.schema import AttributionSource, ExportInfo
 
 SOURCES = {s.value for s in AttributionSource}

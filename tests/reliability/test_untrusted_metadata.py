@@ -26,7 +26,7 @@ from support import run_cli
 
 import optimum_hierarchy
 from optimum_hierarchy import HierarchyRetriever, annotate_hierarchy, read_hierarchy, schema
-from optimum_hierarchy.annotate import annotate_proto
+from optimum_hierarchy.annotation.file import annotate_proto
 from optimum_hierarchy.errors import HierarchyError, SchemaError
 from optimum_hierarchy.html import render_html
 

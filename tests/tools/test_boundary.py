@@ -20,7 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optimum_hierarchy.annotate import annotate_proto
+from optimum_hierarchy.annotation.file import annotate_proto
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import NODE_MODULE_KEY, ModuleInfo, ModuleTree

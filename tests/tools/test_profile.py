@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from support import run_cli
 
 from optimum_hierarchy import annotate_hierarchy
-from optimum_hierarchy.annotate import annotate_proto
+from optimum_hierarchy.annotation.file import annotate_proto
 from optimum_hierarchy.errors import InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.schema import ModuleInfo, ModuleTree
 from optimum_hierarchy.tools import profile as profile_module

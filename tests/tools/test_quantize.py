@@ -324,7 +324,7 @@ def test_config_merge_keeps_what_the_user_set(cli_exports: dict[str, Path]) -> N
 @pytest.fixture(scope="module")
 def if_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ``If`` whose then-branch holds module ``a.lin`` and else-branch ``b.lin``, annotated from its names."""
-    from optimum_hierarchy.annotate import annotate_proto
+    from optimum_hierarchy.annotation.file import annotate_proto
     from optimum_hierarchy.schema import ExportInfo, ModuleInfo, ModuleTree
 
     rng = np.random.default_rng(0)

@@ -28,14 +28,14 @@ from pathlib import Path
 
 import onnx
 
-from optimum_hierarchy.annotate import annotate_file
+from optimum_hierarchy.annotation.export_info import make_export_info, rules_of
+from optimum_hierarchy.annotation.file import annotate_file
+from optimum_hierarchy.annotation.results import AnnotatedFile
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
 from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata, tree_from_dynamo
 from optimum_hierarchy.export_record import tree_for_exported_component
-from optimum_hierarchy.exporters.export_info import make_export_info, rules_of
-from optimum_hierarchy.exporters.results import AnnotatedFile
 from optimum_hierarchy.schema import (
     HierarchyMetadata,
     ModuleInfo,
