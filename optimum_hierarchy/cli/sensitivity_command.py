@@ -1,4 +1,4 @@
-"""``optimum-cli hierarchy sensitivity``: which modules can be quantized, ranked by the error each alone adds.
+"""``optimum-cli hierarchy sensitivity``: which modules can be converted, ranked by the error each alone adds.
 
 Import-light: Optimum imports this at start-up through the plugin file; heavy imports are in ``run``.
 """
@@ -10,33 +10,48 @@ __all__ = ["SensitivityCommand"]
 import json
 import logging
 import sys
-from argparse import ArgumentParser
+from argparse import ArgumentParser, Namespace
 from pathlib import Path
 from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum_hierarchy.cli.common import json_argument, model_argument, shape_argument
+from optimum_hierarchy.cli.common import json_argument, model_argument, model_explorer_argument, shape_argument
 
 METRICS = ("rel_l2", "cosine", "max_abs", "kl", "top1")
 """optimum_hierarchy.tools.sensitivity.METRICS (not imported: this module is imported at optimum-cli start-up)."""
+EXPLORER_VALUES = ("error", "local_rel_l2", "local_max_abs")
+"""optimum_hierarchy.tools.sensitivity.EXPLORER_VALUES."""
+_NAMES = {"int4": "int4 (MatMulNBits)", "int8": "dynamic int8", "fp16": "float16"}
 
 
 class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
     @staticmethod
     def parse_args(parser: ArgumentParser) -> None:
         model_argument(parser, help_text="An annotated .onnx file (float32).")
-        parser.add_argument(
-            "--int4",
-            action="store_true",
-            required=True,
-            help="Measure int4 weight-only quantization (MatMulNBits), the one precision measured for now.",
+        precision = parser.add_mutually_exclusive_group(required=True)
+        precision.add_argument(
+            "--int4", action="store_const", dest="precision", const="int4", help="int4 weight-only (MatMulNBits)."
+        )
+        precision.add_argument(
+            "--int8",
+            action="store_const",
+            dest="precision",
+            const="int8",
+            help="ONNX Runtime's dynamic int8 quantization of the MatMul weights.",
+        )
+        precision.add_argument(
+            "--fp16",
+            action="store_const",
+            dest="precision",
+            const="fp16",
+            help="float16 (ONNX Runtime's converter, Casts at the module's boundary).",
         )
         parser.add_argument(
             "--granularity",
             choices=("linear", "block"),
             default="linear",
-            help="linear: each module a quantized MatMul belongs to (each nn.Linear); block: each repeated block.",
+            help="linear: each module a MatMul or Gemm weight belongs to (each nn.Linear); block: each repeated block.",
         )
         parser.add_argument(
             "--metric",
@@ -45,21 +60,50 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
             help="What ranks the modules, at the model's outputs (kl and top1: of the output named logits).",
         )
         parser.add_argument(
-            "--block-size", type=int, default=128, help="MatMulNBits block size (default 128; smaller: less error)."
+            "--block-size",
+            type=int,
+            default=128,
+            help="int4: MatMulNBits block size (default 128; smaller: less error).",
         )
-        parser.add_argument(
+        sample = parser.add_mutually_exclusive_group()
+        sample.add_argument(
             "--inputs", type=Path, default=None, help="An .npz of the graph inputs (default: generated, as profile)."
+        )
+        sample.add_argument(
+            "--text",
+            nargs="+",
+            default=None,
+            metavar="TEXT",
+            help="Calibration text, tokenized by the tokenizer saved in the model's directory.",
+        )
+        sample.add_argument(
+            "--texts", type=Path, default=None, metavar="FILE.txt", help="Calibration text, one sample a line."
+        )
+        sample.add_argument(
+            "--images",
+            nargs="+",
+            type=Path,
+            default=None,
+            metavar="IMAGE",
+            help="Calibration images, processed by the image processor saved in the model's directory (PIL).",
         )
         shape_argument(parser, "A dimension of the generated inputs (batch_size=1, sequence_length=128); repeatable.")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs.")
         parser.add_argument("--top", type=int, default=None, help="Show only the N most sensitive modules.")
         json_argument(parser)
+        model_explorer_argument(parser, "each node of a measured module with its sensitivity")
+        parser.add_argument(
+            "--model-explorer-metric",
+            choices=EXPLORER_VALUES,
+            default="error",
+            help="What --model-explorer writes: error (the ranked metric at the outputs, default) or a local error.",
+        )
 
     def run(self) -> None:
-        from optimum_hierarchy.cli.error_command import _load_inputs
-        from optimum_hierarchy.cli.output import or_exit
+        from optimum_hierarchy.cli.output import or_exit, report_node_data
+        from optimum_hierarchy.tools.explorer import check_node_data_path
         from optimum_hierarchy.tools.inputs import parse_shapes
-        from optimum_hierarchy.tools.sensitivity import module_sensitivity
+        from optimum_hierarchy.tools.sensitivity import module_sensitivity, sensitivity_node_data
 
         a = self.args
         for name in (
@@ -68,21 +112,50 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
             "optimum_hierarchy",
         ):
             logging.getLogger(name).setLevel(logging.WARNING)  # the one quantization's progress is not the report
+        logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's advice through the root logger
+        if a.model_explorer is not None:
+            or_exit(lambda: check_node_data_path(a.model_explorer, a.model))
+        feeds = or_exit(lambda: _feeds(a))
         report = or_exit(
             lambda: module_sensitivity(
                 a.model,
+                precision=a.precision,
                 granularity=a.granularity,
                 metric=a.metric,
                 block_size=a.block_size,
-                feeds=_load_inputs(a.inputs) if a.inputs is not None else None,
+                feeds=feeds,
                 shapes=parse_shapes(a.shape),
                 seed=a.seed,
             )
         )
+        if a.model_explorer is not None:
+            explorer = a.model_explorer
+            or_exit(lambda: report_node_data(sensitivity_node_data(report, a.model_explorer_metric), explorer, a.model))
         if a.json:
             sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
             return
         _render(report, a.top)
+
+
+def _feeds(a: Namespace) -> dict[str, Any] | None:
+    """The calibration inputs the arguments give, checked against the model; ``None``: generate them."""
+    from optimum_hierarchy.errors import HierarchyError
+    from optimum_hierarchy.tools import calibration
+
+    if not a.model.is_file():
+        raise HierarchyError(f"{a.model}: no such ONNX file.")
+    if a.inputs is not None:
+        feeds, what = calibration.load_npz(a.inputs), f"--inputs {a.inputs}"
+    elif a.text is not None:
+        feeds, what = calibration.text_feeds(a.model, a.text), "--text"
+    elif a.texts is not None:
+        texts = calibration.read_text_file(a.texts)
+        feeds, what = calibration.text_feeds(a.model, texts, what=f"--texts {a.texts}"), f"--texts {a.texts}"
+    elif a.images is not None:
+        feeds, what = calibration.image_feeds(a.model, a.images), "--images"
+    else:
+        return None
+    return calibration.check_feeds(a.model, feeds, what=what)
 
 
 def _render(report: Any, top: int | None) -> None:
@@ -91,8 +164,8 @@ def _render(report: Any, top: int | None) -> None:
     from optimum_hierarchy.cli.output import console as make_console
 
     table = Table(
-        title=f"int4 sensitivity of {report.model.name} by {report.granularity} (only that module in int4), "
-        f"ranked by {report.metric}"
+        title=f"{_NAMES[report.precision]} sensitivity of {report.model.name} by {report.granularity} "
+        f"(only that module converted), ranked by {report.metric}"
     )
     table.add_column("#", justify="right")
     table.add_column("module", overflow="fold")
@@ -100,16 +173,22 @@ def _render(report: Any, top: int | None) -> None:
     for name in ("rel_l2", "cosine", "kl", "top1"):
         if any(name in m.metrics for m in report.modules):
             table.add_column(name, justify="right")
+    table.add_column("local rel_l2", justify="right")
     shown = report.modules if top is None else report.modules[:top]
     for rank, m in enumerate(shown, 1):
         values = [_cell(k, m.metrics[k]) for k in ("rel_l2", "cosine", "kl", "top1") if k in m.metrics]
-        table.add_row(str(rank), m.module or "(root)", f"{m.weights:,}", *values)
+        local = _cell("rel_l2", m.local["rel_l2"]) if "rel_l2" in m.local else "-"
+        table.add_row(str(rank), m.module or "(root)", f"{m.weights:,}", *values, local)
     console = make_console()
     console.print(table)
     everything = ", ".join(
         f"{k} {v:.3e}" for k, v in report.all_quantized.items() if k in ("rel_l2", "cosine", "kl", "top1")
     )
-    console.print(f"Every module in int4 at once: {everything}.", highlight=False)
+    console.print(f"Every candidate converted at once: {everything}.", highlight=False)
+    console.print(
+        "local rel_l2: at the module's own outputs against the float model's, only that module converted.",
+        highlight=False,
+    )
     for module, why in report.skipped.items():
         console.print(f"Not measured: {module}: {why}.", highlight=False)
 
