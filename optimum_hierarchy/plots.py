@@ -247,7 +247,7 @@ def precision_map_figure(precisions: Mapping[str, str], *, title: str = "Precisi
             top, _, rest = module.partition(".")
             layer, cell = top or "(root)", rest or top or "(root)"
         rows.setdefault(layer, []).append((cell, module, precision))
-    names = sorted(rows, key=lambda name: name in layers)  # stable: the others first, then the layers in order
+    names = list(rows)  # in the order of the modules given (the module tree's: embeddings, layers, head)
     widest = max([len(columns), *(len(rows[n]) for n in names if n not in layers)], default=0)
     figure = _figure(max(6.0, min(30.0, 2.5 + 0.55 * widest)), max(2.5, 2.2 + 0.3 * len(names)))
     axes = figure.add_subplot()
@@ -256,13 +256,16 @@ def precision_map_figure(precisions: Mapping[str, str], *, title: str = "Precisi
         return figure
     count = 0
     for y, name in enumerate(names):
+        # a row outside the layers has no column headings: its cells share the width, each with its name
+        width = 1.0 if name in layers else widest / len(rows[name])
         for position, (cell, module, precision) in enumerate(rows[name]):
-            x = columns.index(cell) if name in layers else position
-            if name not in layers:  # no column heading applies: the name goes in the cell
-                axes.text(x + 0.5, y + 0.5, cell, ha="center", va="center", fontsize=6, clip_on=True)
+            x = columns.index(cell) if name in layers else position * width
+            if name not in layers:
+                axes.text(x + width / 2, y + 0.5, cell, ha="center", va="center", fontsize=6, clip_on=True)
             gid = _title(figure, f"oh-precision-cell-{count}", f"{module or '(root)'}: {precision}")
             colour = PRECISIONS.get(precision, _OTHER)
-            axes.add_patch(Rectangle((x + 0.04, y + 0.06), 0.92, 0.88, facecolor=colour, edgecolor="white", gid=gid))
+            box = Rectangle((x + 0.04, y + 0.06), width - 0.08, 0.88, facecolor=colour, edgecolor="white", gid=gid)
+            axes.add_patch(box)
             count += 1
     axes.set_xlim(0, max(widest, 1))
     axes.set_ylim(len(names), 0)

@@ -194,6 +194,7 @@ def test_save_by_suffix(tmp_path: Path) -> None:
 
 
 def test_matplotlib_is_imported_only_to_draw() -> None:
-    code = "import sys, optimum_hierarchy, optimum_hierarchy.plots\nprint('matplotlib' in sys.modules)"
+    modules = "optimum_hierarchy, optimum_hierarchy.plots, optimum_hierarchy.tools.precision"
+    code = f"import sys, {modules}\nprint('matplotlib' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"

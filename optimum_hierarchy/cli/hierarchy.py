@@ -28,6 +28,7 @@ from optimum_hierarchy.cli.common import json_argument, model_argument, query
 from optimum_hierarchy.cli.error_command import ErrorCommand
 from optimum_hierarchy.cli.export_command import ExportCommand
 from optimum_hierarchy.cli.module_tools import CompareCommand, ExtractCommand
+from optimum_hierarchy.cli.precision_command import PrecisionCommand
 from optimum_hierarchy.cli.profile import ProfileCommand
 from optimum_hierarchy.cli.quantize_command import ConvertCommand, QuantizeCommand
 from optimum_hierarchy.cli.sensitivity_command import SensitivityCommand
@@ -268,6 +269,11 @@ class HierarchyCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum 
             name="sensitivity",
             help="Which modules can be quantized: the output error with only that module in int4, ranked.",
             subcommand_class=SensitivityCommand,
+        ),
+        CommandInfo(
+            name="precision",
+            help="Which modules are fp32, fp16, int8 or int4: a table, --json, or a map (--plot).",
+            subcommand_class=PrecisionCommand,
         ),
         CommandInfo(
             name="error",
