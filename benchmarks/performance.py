@@ -261,8 +261,8 @@ def measure_passes(plain: Path, model_dir: Path, scratch: Path, repeats: int, *,
     import onnx
 
     from optimum_hierarchy.annotation.file import annotate_file
-    from optimum_hierarchy.annotation.hierarchy import tree_from_config
     from optimum_hierarchy.schema import ExportInfo
+    from optimum_hierarchy.trees.config import tree_from_config
 
     tree, model_type, model_class = tree_from_config(model_dir / "config.json")
     export = ExportInfo(model_type=model_type, model_class=model_class)
@@ -403,8 +403,8 @@ def measure_passes_in_place(plain: Path, model_dir: Path, repeats: int) -> dict[
     import onnx
 
     from optimum_hierarchy.annotation.file import annotate_file
-    from optimum_hierarchy.annotation.hierarchy import tree_from_config
     from optimum_hierarchy.schema import ExportInfo
+    from optimum_hierarchy.trees.config import tree_from_config
 
     tree, model_type, model_class = tree_from_config(model_dir / "config.json")
     export = ExportInfo(model_type=model_type, model_class=model_class)
@@ -432,9 +432,9 @@ def measure_scaling(work: Path, layers: tuple[int, ...], repeats: int) -> list[d
 
     from optimum_hierarchy import HierarchyRetriever
     from optimum_hierarchy.annotation.file import annotate_file, annotate_proto
-    from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.demo import build_tiny_model
     from optimum_hierarchy.schema import ExportInfo
+    from optimum_hierarchy.trees.live_model import capture_module_tree
     from optimum_hierarchy.wire import read_model_file
 
     rows = []

@@ -29,7 +29,7 @@ _LAZY = {
     "ModuleTree": "optimum_hierarchy.modules",
     "annotate_file": "optimum_hierarchy.annotation.file",
     "annotate_hierarchy": "optimum_hierarchy.annotation.hierarchy",
-    "capture_module_tree": "optimum_hierarchy.capture.module_tree",
+    "capture_module_tree": "optimum_hierarchy.trees.live_model",
     "export_model_with_hierarchy": "optimum_hierarchy.exporters.export",
     "export_generation_with_hierarchy": "optimum_hierarchy.exporters.generation_export",
     "export_task_with_hierarchy": "optimum_hierarchy.exporters.task_export",
@@ -68,7 +68,6 @@ if TYPE_CHECKING:
     from optimum_hierarchy.annotation.file import annotate_file
     from optimum_hierarchy.annotation.hierarchy import annotate_hierarchy
     from optimum_hierarchy.annotation.results import HierarchyExportResult
-    from optimum_hierarchy.capture.module_tree import capture_module_tree
     from optimum_hierarchy.exporters.export import export_model_with_hierarchy, export_with_hierarchy
     from optimum_hierarchy.exporters.generation_export import export_generation_with_hierarchy
     from optimum_hierarchy.exporters.onnx_config import hierarchy_onnx_config
@@ -79,6 +78,7 @@ if TYPE_CHECKING:
     from optimum_hierarchy.passes.attribute_nodes import AttributeNodesPass
     from optimum_hierarchy.read import read_export_hierarchy, read_hierarchy
     from optimum_hierarchy.schema import AttributionSource, AttributionSummary, ExportInfo, HierarchyMetadata
+    from optimum_hierarchy.trees.live_model import capture_module_tree
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

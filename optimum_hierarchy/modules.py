@@ -5,7 +5,7 @@ A module path is what ``named_modules()`` names a module: dotted segments from t
 segment by segment, never as strings: ``encoder.layer.1`` does not contain ``encoder.layer.10``,
 and the root contains every path. Nothing here reads or writes ONNX metadata (that is
 :mod:`optimum_hierarchy.schema`, which stores the tree as JSON) or knows torch (that is
-:mod:`optimum_hierarchy.capture.module_tree`).
+:mod:`optimum_hierarchy.trees.live_model`).
 """
 
 from __future__ import annotations

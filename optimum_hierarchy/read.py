@@ -13,8 +13,8 @@ import onnx
 
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import HierarchyError, SchemaError
-from optimum_hierarchy.export_record import MANIFEST, component_programs, manifest_components
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata
+from optimum_hierarchy.trees.export_record import MANIFEST, component_programs, manifest_components
 from optimum_hierarchy.walk import check_text, iter_proto_nodes
 from optimum_hierarchy.wire import read_model_file
 

@@ -47,9 +47,11 @@ __all__ = [
     "RULES_PATH_ENV",
     "ArchitectureRules",
     "FusedNodeRule",
+    "ModelRules",
     "check_repeated_blocks",
     "fused_node_rules",
     "load_all_rules",
+    "model_rules",
     "rules_for_model_type",
 ]
 
@@ -247,15 +249,30 @@ def _own_rules(rules: Iterable[ArchitectureRules], model_type: str | None) -> Ar
     return found
 
 
-def fused_node_rules(model_type: str | None) -> list[FusedNodeRule]:
-    """``fused_nodes`` rules for a model type: its own rules first, then those of ``"*"`` files."""
+@dataclasses.dataclass(frozen=True)
+class ModelRules:
+    """The rules of one model type, looked up once: its own file and every ``fused_nodes`` rule that applies."""
+
+    own: ArchitectureRules | None
+    """The rules file naming the model type (:func:`rules_for_model_type`), ``None`` for the generic mechanism."""
+    fused_nodes: tuple[FusedNodeRule, ...]
+    """:func:`fused_node_rules`: the own file's first, then those of ``"*"`` files."""
+
+
+def model_rules(model_type: str | None) -> ModelRules:
+    """:func:`rules_for_model_type` and :func:`fused_node_rules` of ``model_type``, from one reading of the files."""
     everything = load_all_rules().values()
     own = _own_rules(everything, model_type)
     found = list(own.fused_nodes) if own is not None else []
     for item in everything:
         if "*" in item.model_types and item is not own:
             found.extend(item.fused_nodes)
-    return found
+    return ModelRules(own=own, fused_nodes=tuple(found))
+
+
+def fused_node_rules(model_type: str | None) -> list[FusedNodeRule]:
+    """``fused_nodes`` rules for a model type: its own rules first, then those of ``"*"`` files."""
+    return list(model_rules(model_type).fused_nodes)
 
 
 def check_repeated_blocks(rules: ArchitectureRules, attributions: Iterable[tuple[str, str]]) -> list[str]:

@@ -13,9 +13,9 @@ from onnx import TensorProto, helper
 from support import run_cli
 
 from optimum_hierarchy import annotate_hierarchy, read_hierarchy
-from optimum_hierarchy.annotation.hierarchy import tree_from_names
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError
 from optimum_hierarchy.rules import RULES_PATH_ENV
+from optimum_hierarchy.trees.names import tree_from_names
 
 
 def _copy(source: Path, target: Path, *, config: bool) -> Path:

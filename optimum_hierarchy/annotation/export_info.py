@@ -10,9 +10,9 @@ from __future__ import annotations
 
 __all__ = ["make_export_info", "model_export_info", "model_type_of", "rules_of"]
 
-from optimum_hierarchy.capture.module_tree import qualified_class_name
 from optimum_hierarchy.rules import ArchitectureRules, rules_for_model_type
 from optimum_hierarchy.schema import ExportInfo
+from optimum_hierarchy.trees.live_model import qualified_class_name
 
 
 def make_export_info(
@@ -22,7 +22,7 @@ def make_export_info(
     for ``model_type`` (``None``: the generic mechanism alone; the record then names no rules).
 
     ``model_class`` is the model's qualified class name
-    (:func:`~optimum_hierarchy.capture.module_tree.qualified_class_name`), ``None`` when unknown.
+    (:func:`~optimum_hierarchy.trees.live_model.qualified_class_name`), ``None`` when unknown.
     """
     rules = rules_for_model_type(model_type)
     export = ExportInfo(

@@ -13,7 +13,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import onnx
@@ -23,7 +23,7 @@ from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
 from optimum_hierarchy.provenance import decode_provenance
-from optimum_hierarchy.rules import ArchitectureRules, check_repeated_blocks, fused_node_rules
+from optimum_hierarchy.rules import ArchitectureRules, FusedNodeRule, check_repeated_blocks, fused_node_rules
 from optimum_hierarchy.schema import (
     AttributionSource,
     AttributionSummary,
@@ -76,18 +76,21 @@ def annotate_proto(
     after_the_fact: bool = False,
     scope_names: bool = False,
     where: str = "model",
+    fused_rules: Sequence[FusedNodeRule] | None = None,
 ) -> tuple[AttributionSummary, bool]:
     """Attribute every node of ``proto`` in place; returns the summary and whether anything changed.
 
-    When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
-    since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
-    at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
-    module (see :class:`AttributeNodesPass`). ``where`` names the model in errors.
+        When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
+        since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
+        at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
+        module (see :class:`AttributeNodesPass`). ``where`` names the model in errors. ``fused_rules``: the
+        ``fused_nodes`` rules of ``export.model_type`` where the caller has them
+        (:func:`~optimum_hierarchy.rules.model_rules`); looked up here otherwise.
 
-    Raises:
-        InvalidModelFileError: the graph is not one onnx_ir can read (a tensor produced twice, an
-            unknown data type, text that is not UTF-8).
-        SchemaError: its stored provenance is malformed.
+        Raises:
+            InvalidModelFileError: the graph is not one onnx_ir can read (a tensor produced twice, an
+                unknown data type, text that is not UTF-8).
+            SchemaError: its stored provenance is malformed.
     """
     export = export if export is not None else ExportInfo()
     check_text(proto, where)
@@ -104,7 +107,7 @@ def annotate_proto(
         export,
         strict=strict,
         provenance=provenance,
-        fused_rules=fused_node_rules(export.model_type),
+        fused_rules=list(fused_rules) if fused_rules is not None else fused_node_rules(export.model_type),
         after_the_fact=after_the_fact,
         scope_names=scope_names,
     )
@@ -172,6 +175,7 @@ def annotate_file(
     after_the_fact: bool = False,
     scope_names: bool = False,
     new_file: bool = False,
+    fused_rules: Sequence[FusedNodeRule] | None = None,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
 
@@ -184,7 +188,7 @@ def annotate_file(
     with :func:`~optimum_hierarchy.wire.read_model_file` (its proto is updated in place; the caller
     closes it). ``new_file``: ``source`` holds the bytes an exporter is about to write to ``path``
     (nothing is there yet); the file is written in any case, atomically but without waiting for the
-    disk, as the exporter itself would.
+    disk, as the exporter itself would. ``fused_rules``: see :func:`annotate_proto`.
     """
     if new_file and source is None:
         raise ValueError("new_file=True needs the source the exporter is about to write")
@@ -199,6 +203,7 @@ def annotate_file(
                 source=opened,
                 after_the_fact=after_the_fact,
                 scope_names=scope_names,
+                fused_rules=fused_rules,
             )
     path = Path(path)
     if source.size > PROTOBUF_LIMIT:
@@ -209,7 +214,14 @@ def annotate_file(
         )
     proto = source.proto
     summary, modified = annotate_proto(
-        proto, tree, export, strict=strict, after_the_fact=after_the_fact, scope_names=scope_names, where=str(path)
+        proto,
+        tree,
+        export,
+        strict=strict,
+        after_the_fact=after_the_fact,
+        scope_names=scope_names,
+        where=str(path),
+        fused_rules=fused_rules,
     )
     if rules is not None:
         _check_rules(path, proto, rules, strict)

@@ -35,7 +35,6 @@ __all__ = [
     "module_scopes",
     "parse_string_list",
     "scope_classes",
-    "tree_from_dynamo",
 ]
 
 import collections
@@ -44,12 +43,8 @@ from collections.abc import Iterable, Mapping
 
 from optimum_hierarchy.evidence.base import Found, GraphView, Missing
 from optimum_hierarchy.modules import (
-    ModuleInfo,
     ModuleTree,
-    ParameterInfo,
-    ancestors,
     common_ancestor,
-    depth_of,
     is_well_formed,
     join_path,
     within,
@@ -274,44 +269,3 @@ class DynamoScopes:
                     groups[key].add(path)
             self._owners = {full: frozenset(groups[key]) for full, key in canonical.items()}
         return self._owners
-
-
-def tree_from_dynamo(
-    nodes_metadata: Iterable[Mapping[str, str]], parameters: Mapping[str, Iterable[ParameterInfo]]
-) -> ModuleTree:
-    """The module tree rebuilt from the dynamo exporter's node metadata, for a file whose model is not at hand.
-
-    Paths come from every node's ``name_scopes`` and their classes from ``class_hierarchy`` at the
-    same position; a module seen with two different classes, or only in a value that does not parse,
-    has class ``""`` (unknown). Containers that never ran code of their own (a ``ModuleList``) are
-    added as parents with class ``""``. ``parameters`` maps module paths to the parameters found
-    for them (from initializer names), which adds modules that own parameters but ran no node.
-    """
-    classes: dict[str, str] = {}
-    malformed = 0
-    for metadata in nodes_metadata:
-        try:
-            found = scope_classes(metadata)
-        except ValueError:
-            malformed += 1
-            continue
-        if found is None:
-            continue
-        scopes, hierarchy = found
-        for path, cls in zip(scopes, hierarchy or [""] * len(scopes), strict=True):
-            known = classes.setdefault(path, cls)
-            if known != cls:
-                classes[path] = ""
-    if malformed:
-        logger.warning(
-            "%d nodes have a %s value that cannot be read; they add nothing to the tree.", malformed, NAME_SCOPES_KEY
-        )
-    paths = set(classes) | set(parameters)
-    for path in list(paths):
-        paths.update(ancestors(path))
-    paths.add("")
-    modules = [
-        ModuleInfo(path=path, class_name=classes.get(path, ""), parameters=tuple(parameters.get(path, ())))
-        for path in sorted(paths, key=lambda p: (depth_of(p), p))
-    ]
-    return ModuleTree(modules)

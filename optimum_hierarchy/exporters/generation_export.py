@@ -44,11 +44,11 @@ from typing import Any
 from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportResult
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyExportError
-from optimum_hierarchy.export_record import manifest_components
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
 from optimum_hierarchy.exporters.generation import GenerationCheck, check_generation
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY
 from optimum_hierarchy.schema import decode_model_metadata, read_props
+from optimum_hierarchy.trees.export_record import manifest_components
 
 logger = logging.getLogger(__name__)
 

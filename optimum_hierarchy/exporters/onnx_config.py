@@ -41,10 +41,10 @@ from optimum.exporters.tasks import TasksManager  # noqa: E402
 from optimum_hierarchy.annotation.export_info import make_export_info  # noqa: E402
 from optimum_hierarchy.annotation.file import annotate_file  # noqa: E402
 from optimum_hierarchy.annotation.results import AnnotatedFile  # noqa: E402
-from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path, qualified_class_name  # noqa: E402
 from optimum_hierarchy.exporters.session_state import ExportSession, current_session  # noqa: E402
 from optimum_hierarchy.rules import ArchitectureRules  # noqa: E402
 from optimum_hierarchy.schema import ExportInfo, ModuleTree  # noqa: E402
+from optimum_hierarchy.trees.live_model import capture_module_tree, find_module_path, qualified_class_name  # noqa: E402
 from optimum_hierarchy.wire import ModelFile, parse_model_bytes  # noqa: E402
 
 if TYPE_CHECKING:

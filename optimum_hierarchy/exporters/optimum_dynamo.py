@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from optimum_hierarchy.annotation.results import AnnotatedFile
-from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import LOGITS_TO_KEEP, annotate_program, export_program_with_axes, save_program
 from optimum_hierarchy.exporters.onnx_config import export_target
 from optimum_hierarchy.exporters.session_state import current_session
+from optimum_hierarchy.trees.live_model import capture_module_tree
 
 logger = logging.getLogger(__name__)
 

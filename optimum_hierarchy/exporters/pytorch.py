@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from optimum_hierarchy.annotation.export_info import model_export_info
 from optimum_hierarchy.annotation.file import annotate_file, load_model_proto
 from optimum_hierarchy.atomic import write_through_temporary
-from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import (
     annotate_program,
@@ -24,6 +23,7 @@ from optimum_hierarchy.exporters.dynamo import (
 )
 from optimum_hierarchy.rules import ArchitectureRules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
+from optimum_hierarchy.trees.live_model import capture_module_tree
 
 if TYPE_CHECKING:
     import onnx

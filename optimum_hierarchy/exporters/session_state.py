@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from optimum_hierarchy.annotation.export_info import model_export_info, rules_of
 from optimum_hierarchy.annotation.file import annotate_file
 from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportResult
-from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
 from optimum_hierarchy.provenance import encode_provenance, provenance_from_node_metadata
 from optimum_hierarchy.schema import PROVENANCE_KEY, ModuleTree, decode_model_metadata, read_props, set_prop
+from optimum_hierarchy.trees.live_model import capture_module_tree
 from optimum_hierarchy.wire import ModelFile, read_model_file
 
 if TYPE_CHECKING:

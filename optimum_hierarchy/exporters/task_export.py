@@ -57,7 +57,6 @@ from typing import Any
 from optimum_hierarchy.annotation.export_info import model_export_info
 from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportResult
 from optimum_hierarchy.atomic import directory_lock
-from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import (
     LOGITS_TO_KEEP,
@@ -68,6 +67,7 @@ from optimum_hierarchy.exporters.dynamo import (
 )
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
 from optimum_hierarchy.exporters.pytorch import replaced_forward
+from optimum_hierarchy.trees.live_model import capture_module_tree
 
 logger = logging.getLogger(__name__)
 

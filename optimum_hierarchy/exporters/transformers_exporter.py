@@ -45,12 +45,12 @@ from typing import TYPE_CHECKING, Any
 import onnx_ir as ir
 
 from optimum_hierarchy.annotation.export_info import model_export_info
-from optimum_hierarchy.capture.module_tree import capture_module_tree
 from optimum_hierarchy.errors import HierarchyExportError, MissingExtraError
-from optimum_hierarchy.export_record import component_programs
 from optimum_hierarchy.exporters.dynamo import StagedAnnotation
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY
 from optimum_hierarchy.schema import AttributionSummary, ModuleTree
+from optimum_hierarchy.trees.export_record import component_programs
+from optimum_hierarchy.trees.live_model import capture_module_tree
 
 if TYPE_CHECKING:
     import torch

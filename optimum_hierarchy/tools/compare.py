@@ -36,7 +36,6 @@ import numpy as np
 import onnx
 
 from optimum_hierarchy.annotation.file import load_model_proto
-from optimum_hierarchy.capture.module_tree import qualified_class_name
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.modules import within
 from optimum_hierarchy.provenance import decode_module_outputs
@@ -45,6 +44,7 @@ from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import module_boundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.runtime import run_with_tensors
+from optimum_hierarchy.trees.live_model import qualified_class_name
 
 logger = logging.getLogger(__name__)
 

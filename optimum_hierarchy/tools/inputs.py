@@ -151,7 +151,7 @@ def _is_cache(name: str) -> bool:
 def _traced_dimensions(path: Path, proto: onnx.ModelProto) -> dict[str, int]:
     """For a component file of transformers' exporter: each symbolic dimension of an input, from the shape
     ``export.json`` records for that traced input; a cache input's length axis is the past length."""
-    from optimum_hierarchy.export_record import exported_component_entry
+    from optimum_hierarchy.trees.export_record import exported_component_entry
 
     found = exported_component_entry(path)
     if found is None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from support import MODELS, load_torch_model
 
-from optimum_hierarchy.capture.module_tree import capture_module_tree, find_module_path
+from optimum_hierarchy.trees.live_model import capture_module_tree, find_module_path
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 __all__ = [
     "MANIFEST",
-    "ComponentTree",
     "component_programs",
     "exported_component_entry",
+    "from_export_record",
     "manifest_components",
     "tree_for_exported_component",
 ]
 
-import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,21 +39,13 @@ from typing import Any
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.evidence.dynamo_metadata import scope_classes
 from optimum_hierarchy.modules import ModuleTree, join_path
+from optimum_hierarchy.trees.base import FileEvidence, FoundTree
+from optimum_hierarchy.trees.live_model import capture_module_tree, qualified_class_name
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "export.json"
 """The manifest transformers' ``ExportedModel.save_pretrained`` writes beside the component files."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ComponentTree:
-    tree: ModuleTree
-    root: str
-    model_type: str | None
-    model_class: str
-    origin: str
-    """What the tree was built from, for messages."""
 
 
 def manifest_components(directory: Path) -> dict[str, Mapping[str, Any]]:
@@ -131,9 +122,18 @@ def _roots(tree: ModuleTree, root_class: str, scopes: Mapping[str, set[str]]) ->
     return found
 
 
+def from_export_record(evidence: FileEvidence) -> FoundTree | None:
+    """The tree and root the nodes' own records and the export's files agree on; ``None`` for other files."""
+    return (
+        tree_for_exported_component(evidence.path, evidence.config, evidence.nodes_metadata)
+        if evidence.dynamo
+        else None
+    )
+
+
 def tree_for_exported_component(
     path: Path, config_path: Path | None, nodes_metadata: Sequence[Mapping[str, str]]
-) -> ComponentTree | None:
+) -> FoundTree | None:
     """The whole model's tree and this file's root (see the module docstring); ``None`` when no class fits
     or no config is at hand."""
     import torch
@@ -170,14 +170,12 @@ def tree_for_exported_component(
         except Exception as e:  # a class whose constructor refuses this config: not the model
             logger.debug("%s: %s(config) failed: %s", path, name, e)
             continue
-        from optimum_hierarchy.capture.module_tree import capture_module_tree, qualified_class_name
-
         tree = capture_module_tree(model)
         roots = _roots(tree, root_class, scopes)
         if len(roots) > 1 and component is not None:
             roots = [r for r in roots if r.rsplit(".", 1)[-1] == component] or roots
         if len(roots) == 1:
-            return ComponentTree(
+            return FoundTree(
                 tree=tree,
                 root=roots[0],
                 model_type=getattr(config, "model_type", None),

@@ -1,4 +1,4 @@
-"""Capture of the module tree of an ``nn.Module``."""
+"""The module tree of a live ``nn.Module``: what is recorded from PyTorch at export."""
 
 from __future__ import annotations
 
