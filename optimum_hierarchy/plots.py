@@ -23,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "PRECISIONS",
+    "check_path",
     "error_by_layer",
     "error_by_layer_figure",
     "plan_curve",
@@ -92,16 +93,28 @@ def to_svg(figure: Figure) -> str:
     return _GROUP.sub(with_title, text[text.index("<svg") :])
 
 
+def check_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`Path` if a picture can be written there (before anything long is computed).
+
+    Raises:
+        HierarchyError: its suffix is not .svg or .png, or its directory does not exist.
+    """
+    out = Path(path)
+    if out.suffix.lower() not in (".svg", ".png"):
+        raise HierarchyError(f"{out}: a picture is written as .svg or .png; give one of those suffixes.")
+    if not out.parent.is_dir():
+        raise HierarchyError(f"{out}: cannot write the picture: no directory {out.parent}; create it first.")
+    return out
+
+
 def save(picture: str | Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``picture`` to ``path``, as SVG or PNG by its suffix; a PNG needs the figure (``*_figure``).
 
     Raises:
         HierarchyError: another suffix, PNG asked of SVG text, or the file cannot be written.
     """
-    out = Path(path)
+    out = check_path(path)
     suffix = out.suffix.lower()
-    if suffix not in (".svg", ".png"):
-        raise HierarchyError(f"{out}: a picture is written as .svg or .png; give one of those suffixes.")
     try:
         if isinstance(picture, str):
             if suffix == ".png":

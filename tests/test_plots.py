@@ -7,13 +7,16 @@ counts are read from the SVG itself (the ``oh-*`` groups matplotlib writes for t
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import onnx
 import pytest
+from support import run_cli
 
 from optimum_hierarchy import plots
 from optimum_hierarchy.errors import HierarchyError
@@ -189,8 +192,11 @@ def test_save_by_suffix(tmp_path: Path) -> None:
     with pytest.raises(HierarchyError, match="PNG is drawn from the figure"):
         plots.save(svg, tmp_path / "other.png")
     assert not (tmp_path / "other.png").exists()
-    with pytest.raises(HierarchyError, match="cannot write"):
+    with pytest.raises(HierarchyError, match="no directory"):
         plots.save(svg, tmp_path / "missing" / "map.svg")
+    (tmp_path / "dir.svg").mkdir()
+    with pytest.raises(HierarchyError, match="cannot write"):
+        plots.save(svg, tmp_path / "dir.svg")
 
 
 def test_matplotlib_is_imported_only_to_draw() -> None:
@@ -198,3 +204,22 @@ def test_matplotlib_is_imported_only_to_draw() -> None:
     code = f"import sys, {modules}\nprint('matplotlib' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "False"
+
+
+def test_sensitivity_cli_plot(task_exports: dict[str, Path], tmp_path: Path) -> None:
+    """``hierarchy sensitivity --plot``: one bar per module measured, in the order of the ranking printed."""
+    model = task_exports["bert"] / "model.onnx"
+    plot = tmp_path / "ranking.svg"
+    completed = run_cli(
+        "hierarchy", "sensitivity", str(model), "--int4", "--block-size", "32", "--json", "--plot", str(plot)
+    )
+    ranked = [m["module"] for m in json.loads(completed.stdout)["modules"]]
+    linears = {n.name for n in onnx.load(str(model), load_external_data=False).graph.node if n.op_type == "MatMul"}
+    assert len(ranked) >= 12 and len(linears) >= len(ranked)
+    bars = _groups(ET.parse(plot).getroot(), "oh-sensitivity-bar-")
+    assert [_title(bars[f"oh-sensitivity-bar-{i}"]).split(":")[0] for i in range(len(bars))] == ranked
+
+    bad = tmp_path / "ranking.pdf"
+    failed = run_cli("hierarchy", "sensitivity", str(model), "--int4", "--plot", str(bad), check=False)
+    assert failed.returncode == 1 and ".svg or .png" in failed.stderr and "Traceback" not in failed.stderr
+    assert not bad.exists()

@@ -98,6 +98,13 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
             default="error",
             help="What --model-explorer writes: error (the ranked metric at the outputs, default) or a local error.",
         )
+        parser.add_argument(
+            "--plot",
+            type=Path,
+            default=None,
+            metavar="OUT.svg|OUT.png",
+            help="Also draw the ranking (the --top most sensitive, 20 by default) as bars; SVG or PNG by suffix.",
+        )
 
     def run(self) -> None:
         from optimum_hierarchy.cli.output import or_exit, report_node_data
@@ -115,6 +122,10 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
         logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic's advice through the root logger
         if a.model_explorer is not None:
             or_exit(lambda: check_node_data_path(a.model_explorer, a.model))
+        if a.plot is not None:
+            from optimum_hierarchy import plots
+
+            or_exit(lambda: plots.check_path(a.plot))
         feeds = or_exit(lambda: _feeds(a))
         report = or_exit(
             lambda: module_sensitivity(
@@ -131,6 +142,9 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
         if a.model_explorer is not None:
             explorer = a.model_explorer
             or_exit(lambda: report_node_data(sensitivity_node_data(report, a.model_explorer_metric), explorer, a.model))
+        if a.plot is not None:
+            figure = plots.sensitivity_ranking_figure(report, top=a.top or 20)
+            or_exit(lambda: plots.save(figure, a.plot))
         if a.json:
             sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
             return
