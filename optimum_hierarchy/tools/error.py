@@ -27,7 +27,7 @@ the same module tree whose compared tensors differ in shape (another hidden size
 
 from __future__ import annotations
 
-__all__ = ["ErrorReport", "Metrics", "ModuleError", "module_errors"]
+__all__ = ["ERROR_RESULT", "ErrorReport", "Metrics", "ModuleError", "module_errors", "read_error_report"]
 
 import dataclasses
 import math
@@ -48,6 +48,7 @@ from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, tensor_types
 from optimum_hierarchy.tools.inputs import generate_inputs
+from optimum_hierarchy.tools.result_file import ResultFormat, ResultSource
 from optimum_hierarchy.tools.runtime import make_session, ort_errors, run_with_tensors
 from optimum_hierarchy.walk import subgraphs
 
@@ -110,6 +111,54 @@ class ErrorReport:
             "inputs": self.inputs,
             "modules": [m.to_json() for m in self.modules],
         }
+
+
+ERROR_RESULT = ResultFormat("an error result", "optimum-cli hierarchy error REFERENCE CANDIDATE --json > error.json")
+
+
+def read_error_report(source: ResultSource) -> ErrorReport:
+    """The report :meth:`ErrorReport.to_json` wrote (``hierarchy error --json``): a file, or its parsed JSON.
+
+    A row without ``own_*`` (a file written before own errors were measured) has ``own`` ``None``.
+
+    Raises:
+        HierarchyError: the source is not such a report; the message names it, the field and the command.
+    """
+    fmt = ERROR_RESULT
+    name, data = fmt.load(source)
+    modules = []
+    for row in fmt.rows(name, data, "module"):
+        where = f"module {row['module']!r}"
+        metrics = {kind: _read_metrics(name, row, kind, where) for kind in ("accumulated", "local", "own")}
+        modules.append(
+            ModuleError(
+                module=row["module"],
+                class_name=fmt.get(name, row, "class", "text", where),
+                tensors=tuple(fmt.get(name, row, "tensors", "texts", where)),
+                reason=fmt.get(name, row, "reason", "optional text", where),
+                **metrics,
+            )
+        )
+    return ErrorReport(
+        reference=Path(fmt.get(name, data, "reference", "text")),
+        candidate=Path(fmt.get(name, data, "candidate", "text")),
+        inputs={k: list(v) for k, v in fmt.get(name, data, "inputs", "shapes").items()},
+        modules=tuple(modules),
+    )
+
+
+def _read_metrics(name: str, row: Mapping[str, Any], kind: str, where: str) -> Metrics | None:
+    """The ``kind`` metrics of a row: three numbers, or ``None`` when all three are null or absent."""
+    fields = ("max_abs", "rel_l2", "cosine")
+    values = [row.get(f"{kind}_{f}") for f in fields]
+    if all(v is None for v in values):
+        return None
+    numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) != len(fields):
+        raise ERROR_RESULT.refuse(
+            name, f"{where}: {', '.join(f'{kind}_{f}' for f in fields)} must be numbers or null (all three)"
+        )
+    return Metrics(*numbers)
 
 
 def _feeds_for(proto: onnx.ModelProto, feeds: Mapping[str, np.ndarray], where: Path) -> dict[str, np.ndarray]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 __all__ = [
     "OPTIMIZATION_LEVELS",
+    "PROFILE_RESULT",
     "ModuleProfile",
     "ModuleTime",
     "NodeTime",
     "UnattributedTime",
     "aggregate_to_depth",
     "profile_model",
+    "read_profile",
 ]
 
 import bisect
@@ -46,6 +48,7 @@ from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.read import ModelHierarchy, NodeAttribution, read_hierarchy
 from optimum_hierarchy.schema import Level, ModuleTree, decode_model_metadata, read_props, replace_props
 from optimum_hierarchy.tools.inputs import generate_inputs
+from optimum_hierarchy.tools.result_file import ResultFormat, ResultSource
 from optimum_hierarchy.tools.runtime import OPTIMIZATION_LEVELS, model_file, ort_errors, ort_optimization_level
 from optimum_hierarchy.walk import iter_proto_nodes, subgraphs
 from optimum_hierarchy.wire import read_model_file
@@ -174,6 +177,73 @@ class ModuleProfile:
             "unattributed": [dataclasses.asdict(u) for u in self.unattributed],
             "nodes": [dataclasses.asdict(n) for n in self.nodes],
         }
+
+
+PROFILE_RESULT = ResultFormat("a profile result", "optimum-cli hierarchy profile MODEL --json > profile.json")
+
+
+def read_profile(source: ResultSource) -> ModuleProfile:
+    """The profile :meth:`ModuleProfile.to_dict` wrote (``hierarchy profile --json``): a file, or its parsed JSON.
+
+    Raises:
+        HierarchyError: the source is not such a profile; the message names it, the field and the command.
+    """
+    fmt = PROFILE_RESULT
+    name, data = fmt.load(source)
+    rows = fmt.rows(name, data, "path")
+    runs = data.get("runs")
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise fmt.refuse(name, "expected 'runs', a positive number of runs")
+    modules = []
+    for row in rows:
+        where = f"module {row['path']!r}"
+        if not all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool) for k in ("own_us", "subtree_us")):
+            raise fmt.refuse(name, f"{where}: 'subtree_us' and 'own_us' must be microseconds")
+        counts = {k: fmt.get(name, row, k, "count", where) for k in _MODULE_COUNTS}
+        shares = {k: fmt.get(name, row, k, "share", where) for k in ("own_share", "subtree_share")}
+        modules.append(
+            ModuleTime(path=row["path"], class_name=fmt.get(name, row, "class_name", "text", where), **counts, **shares)
+        )
+    unattributed = [
+        UnattributedTime(
+            node=fmt.get(name, u, "node", "text", "unattributed"),
+            op_type=fmt.get(name, u, "op_type", "text", "unattributed"),
+            reason=fmt.get(name, u, "reason", "text", "unattributed"),
+            calls=fmt.get(name, u, "calls", "count", "unattributed"),
+            time_us=fmt.get(name, u, "time_us", "count", "unattributed"),
+        )
+        for u in fmt.objects(name, data, "unattributed")
+    ]
+    nodes = [
+        NodeTime(
+            node=fmt.get(name, n, "node", "text", "nodes"),
+            op_type=fmt.get(name, n, "op_type", "text", "nodes"),
+            module=fmt.get(name, n, "module", "optional text", "nodes"),
+            calls=fmt.get(name, n, "calls", "count", "nodes"),
+            time_us=fmt.get(name, n, "time_us", "count", "nodes"),
+            outputs=tuple(fmt.get(name, n, "outputs", "texts", "nodes")),
+        )
+        for n in fmt.objects(name, data, "nodes")
+    ]
+    depth = data.get("depth")
+    if depth is not None:
+        depth = fmt.get(name, data, "depth", "count")
+    inputs = fmt.get(name, data, "inputs", "shapes")
+    return ModuleProfile(
+        model=Path(fmt.get(name, data, "model", "text")),
+        optimization_level=fmt.get(name, data, "optimization_level", "text"),
+        runs=runs,
+        inputs={k: tuple(v) for k, v in inputs.items()},
+        modules=tuple(modules),
+        unattributed=tuple(unattributed),
+        nodes=tuple(nodes),
+        depth=depth,
+        **{k: fmt.get(name, data, k, "count") for k in _PROFILE_COUNTS},
+    )
+
+
+_MODULE_COUNTS = ("depth", "own_us", "subtree_us", "own_calls", "subtree_calls", "own_nodes", "subtree_nodes")
+_PROFILE_COUNTS = ("warmup", "graph_nodes", "run_us", "total_us", "node_events", "warmup_events")
 
 
 def profile_model(

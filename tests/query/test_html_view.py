@@ -17,6 +17,8 @@ from support import run_cli
 from optimum_hierarchy import HierarchyRetriever
 from optimum_hierarchy.errors import HierarchyError
 from optimum_hierarchy.html import write_html
+from optimum_hierarchy.tools.error import ErrorReport, Metrics, ModuleError
+from optimum_hierarchy.tools.profile import ModuleProfile, ModuleTime
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,47 @@ def _row_label(item: Any) -> Any:
     return item.find_element(By.CSS_SELECTOR, ":scope > .row > span.label")
 
 
+def _shown(browser: Any, path: str) -> bool:
+    """Whether the module's row is drawn and displayed (the tree draws only the rows of expanded modules)."""
+    from selenium.webdriver.common.by import By
+
+    items = browser.find_elements(By.CSS_SELECTOR, f'li.module[data-path="{path}"]')
+    return any(_row_label(item).is_displayed() for item in items)
+
+
+def _summary_after(browser: Any, typed: str) -> str:
+    """The node list's heading once the search for what was typed has run (at the next animation frame)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    summary = browser.find_element(By.ID, "summary")
+    query = typed.strip()
+    if query:
+        WebDriverWait(browser, 10).until(lambda _: summary.text.endswith(f' "{query}"'))
+    else:
+        WebDriverWait(browser, 10).until(lambda _: not summary.text.endswith('"'))
+    return str(summary.text)
+
+
+def _all_tree_paths(browser: Any) -> list[str]:
+    """Every module row of the tree, expanded whole and scrolled through from top to bottom."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "expand-all").click()
+    seen: list[str] = []
+    height, view = browser.execute_script(
+        "const t = document.getElementById('tree-scroll'); t.scrollTop = 0; return [t.scrollHeight, t.clientHeight];"
+    )
+    for top in range(0, height, max(1, view // 2)):
+        browser.execute_script("document.getElementById('tree-scroll').scrollTop = arguments[0];", top)
+        for item in browser.find_elements(By.CSS_SELECTOR, "li.module"):
+            path = item.get_attribute("data-path")
+            if path not in seen:
+                seen.append(path)
+    browser.find_element(By.ID, "collapse-all").click()
+    return seen
+
+
 def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -66,7 +109,8 @@ def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path
 
     browser.get(page.as_uri())
     assert browser.find_elements(By.CSS_SELECTOR, "script[src], link[href], img[src]") == []  # self-contained
-    assert len(browser.find_elements(By.CSS_SELECTOR, "li.module")) == len(retriever.tree)
+    # Every module is in the tree, in depth-first order (drawn a window at a time: expanded, then scrolled).
+    assert _all_tree_paths(browser) == [m.path for m in retriever.get_module_subtree("")]
 
     # The root is selected: every node is listed.
     assert browser.find_element(By.ID, "summary").text.startswith(f"{len(retriever.nodes)} nodes")
@@ -74,12 +118,12 @@ def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path
     encoder = _item(browser, "encoder")
     assert _row_label(encoder).is_displayed()
     assert f"{retriever.get_module_stats('encoder').subtree_nodes} nodes" in encoder.text
-    layer = _item(browser, "encoder.layer")
-    assert not _row_label(layer).is_displayed()
+    assert not _shown(browser, "encoder.layer")
 
     # Expand encoder: its child appears, with its class and node count as the retriever says.
     encoder.find_element(By.CSS_SELECTOR, ":scope > .row > button.toggle").click()
-    assert _row_label(layer).is_displayed()
+    assert _shown(browser, "encoder.layer")
+    layer = _item(browser, "encoder.layer")
     stats = retriever.get_module_stats("encoder.layer")
     row = layer.find_element(By.CSS_SELECTOR, ":scope > .row").text
     assert "ModuleList" in row and f"{stats.subtree_nodes} nodes" in row
@@ -113,6 +157,7 @@ def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path
     # Search: the matching nodes are listed, and their modules highlighted and made visible.
     search = browser.find_element(By.ID, "search")
     search.send_keys("softmax")
+    _summary_after(browser, "softmax")
     rows = browser.find_elements(By.CSS_SELECTOR, "#nodes tr.node")
     softmax = [n for n in retriever.nodes if "softmax" in n.name.lower() or n.op_type == "Softmax"]
     assert [r.get_attribute("data-name") for r in rows] == [n.name for n in softmax]
@@ -123,6 +168,17 @@ def test_tree_expand_select_and_search(browser: Any, cli_exports: dict[str, Path
 
 
 # --- what the tools know: node details, fused nodes, result columns --------------------------------
+
+
+def _profile(model: Path, subtree_us: dict[str, int], runs: int) -> ModuleProfile:
+    """A profile as `hierarchy profile` makes it, with these subtree times (microseconds over all runs)."""
+    total = max(subtree_us.values())
+    modules = tuple(
+        ModuleTime(path, "C", path.count(".") + bool(path), 0, us, 0, runs, 0, 1, 0.0, us / total)
+        for path, us in subtree_us.items()
+    )
+    return ModuleProfile(model, "disabled", runs, 1, {"input_ids": (1, 8)}, 10, total, total, runs, modules, (), 1)
+
 
 MODULE_KEY, SOURCE_KEY = "pkg.optimum_hierarchy.module", "pkg.optimum_hierarchy.source"
 SOURCES_KEY, REASON_KEY = "pkg.optimum_hierarchy.sources", "pkg.optimum_hierarchy.reason"
@@ -196,25 +252,18 @@ def test_fused_nodes_emptied_modules_and_result_columns(
 
     profile_rows = {"": 9872, "bert": 4936, "bert.encoder.layer.0.attention.self": 2468}  # runs 4: 2.468, 1.234, 0.617
     profile = tmp_path / "profile.json"
-    profile.write_text(
-        json.dumps(
-            {
-                "model": str(model),
-                "runs": 4,
-                "modules": [{"path": p, "own_us": 0, "subtree_us": us} for p, us in profile_rows.items()],
-            }
-        )
-    )
+    profile.write_text(json.dumps(_profile(model, profile_rows, runs=4).to_dict()))
     error = tmp_path / "error.json"
+    metrics = {"local": Metrics(max_abs=0.5, rel_l2=0.00125, cosine=0.99), "zero": Metrics(0.0, 0.0, 1.0)}
+    accumulated = Metrics(max_abs=1.5, rel_l2=0.0375, cosine=0.9)
     error_rows = [
-        {"module": "", "local_rel_l2": 0.0, "accumulated_rel_l2": 0.0375, "reason": None},
-        {"module": "bert.encoder.layer.0.attention.self", "local_rel_l2": 0.00125, "accumulated_rel_l2": 0.0375},
-        {"module": "bert.encoder.layer.0.attention.self.query", "local_rel_l2": None, "accumulated_rel_l2": None,
-         "reason": "its output tensors are not in both files"},
+        ModuleError("", "BertModel", ("logits",), accumulated, metrics["zero"]),
+        ModuleError("bert.encoder.layer.0.attention.self", "BertSelfAttention", ("t",), accumulated, metrics["local"]),
+        ModuleError("bert.encoder.layer.0.attention.self.query", "Linear", (), None, None,
+                    reason="its output tensors are not in both files"),
     ]  # fmt: skip
-    for row in error_rows:
-        row.update({"local_max_abs": 0.5, "local_cosine": 0.99, "accumulated_max_abs": 1.5, "accumulated_cosine": 0.9})
-    error.write_text(json.dumps({"reference": "a.onnx", "candidate": "b.onnx", "modules": error_rows}))
+    report = ErrorReport(Path("a.onnx"), Path("b.onnx"), {"input_ids": [1, 8]}, tuple(error_rows))
+    error.write_text(json.dumps(report.to_json()))
     page = tmp_path / "view.html"
     run_cli("hierarchy", "view", str(model), "-o", str(page), "--profile", str(profile), "--error", str(error))
     text = page.read_text(encoding="utf-8")
@@ -276,6 +325,7 @@ def test_fused_nodes_emptied_modules_and_result_columns(
     # An unattributed node (found by search): how it was attributed, and why not.
     search = browser.find_element(By.ID, "search")
     search.send_keys("Tanh")
+    _summary_after(browser, "Tanh")
     row = browser.find_element(By.CSS_SELECTOR, f'#nodes tr.node[data-name="{tanh.name}"]')
     row.click()
     detail = row.find_element(By.XPATH, "following-sibling::tr[1]")
@@ -284,6 +334,7 @@ def test_fused_nodes_emptied_modules_and_result_columns(
     assert _field(detail, "reason").text == "no evidence names a module (test)"
     search.clear()
     search.send_keys(" ")  # an empty query: back to the selected module
+    _summary_after(browser, " ")
 
     # At 1400 x 900 the node table fits, a long node name wraps, its full text on hover.
     _open_module(browser, "bert.encoder.layer.0.attention.output")
@@ -353,18 +404,23 @@ def test_result_files_that_do_not_fit_are_refused(cli_exports: dict[str, Path], 
 
     # The same checks through the API (the CLI only prints them), for the other ways a file can be wrong.
     retriever = HierarchyRetriever(model)
+    other_model = _profile(model, {"h.0": 2}, runs=2).to_dict()
+    unknown = ModuleError("transformer.h.0", "GPT2Block", ("t",), Metrics(0, 0, 1), Metrics(0, 0, 1))
+    not_numbers = ModuleError("", "BertModel", ("t",), Metrics(0, 0, 1), Metrics(0, 0, 1)).to_json()
+    not_numbers["local_rel_l2"] = "x"
     wrong: list[tuple[str, Any, str]] = [
         ("profile", {"runs": 10}, "expected a 'modules' list"),
         ("profile", {"runs": 0, "modules": []}, "positive number of runs"),
         ("profile", {"runs": 2, "modules": [{"path": "", "subtree_us": "12"}]}, "must be microseconds"),
-        ("profile", {"runs": 2, "modules": [{"path": "h.0", "own_us": 1, "subtree_us": 2}]}, "different model"),
-        ("error", [], "a JSON object is expected"),
         (
-            "error",
-            {"modules": [{"module": "transformer.h.0", "local_rel_l2": 0, "accumulated_rel_l2": 0}]},
-            "'transformer.h.0' is not a module",
+            "profile",
+            {"runs": 2, "modules": [{"path": "", "own_us": 1, "subtree_us": 2}]},
+            "module '': 'depth' must be an integer",
         ),
-        ("error", {"modules": [{"module": "", "local_rel_l2": "x", "accumulated_rel_l2": 0}]}, "numbers or null"),
+        ("profile", other_model, "different model"),
+        ("error", [], "a JSON object is expected"),
+        ("error", ErrorReport(Path("a"), Path("b"), {}, (unknown,)).to_json(), "'transformer.h.0' is not a module"),
+        ("error", {"reference": "a", "candidate": "b", "inputs": {}, "modules": [not_numbers]}, "numbers or null"),
     ]
     for i, (kind, content, expected) in enumerate(wrong):
         path = tmp_path / f"{kind}{i}.json"
@@ -373,3 +429,46 @@ def test_result_files_that_do_not_fit_are_refused(cli_exports: dict[str, Path], 
             write_html(retriever, output, "t", **{kind: path})
         assert str(caught.value).startswith(f"{path}: ") and f"hierarchy {kind}" in str(caught.value)
         assert not output.exists()
+
+
+def test_pictures_of_error_per_layer_and_precision(browser: Any, cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    """Given an int4 file and its error report, the page shows the error per layer and the precision map."""
+    from selenium.webdriver.common.by import By
+
+    from optimum_hierarchy.tools.int4 import quantize_int4
+
+    reference = cli_exports["bert"] / "model.onnx"
+    candidate = tmp_path / "int4.onnx"
+    quantize_int4(reference, candidate, block_size=32, exclude_modules=["encoder.layer.0.attention.self.*"])
+    error = tmp_path / "error.json"
+    error.write_text(run_cli("hierarchy", "error", str(reference), str(candidate), "--json").stdout)
+    page = tmp_path / "int4.html"
+    run_cli("hierarchy", "view", str(candidate), "-o", str(page), "--error", str(error))
+    assert "http://" not in page.read_text(encoding="utf-8")
+
+    # Read independently, with plain onnx: the modules whose nodes are MatMulNBits.
+    graph = onnx.load(str(candidate), load_external_data=False).graph
+    int4 = {_props(n)[MODULE_KEY] for n in graph.node if n.op_type == "MatMulNBits"}
+    assert int4 and not any(m.startswith("encoder.layer.0.attention.self") for m in int4)
+
+    browser.set_window_size(1400, 900)
+    browser.get(page.as_uri())
+    figures = browser.find_elements(By.CSS_SELECTOR, "#pictures > figure")
+    assert [f.get_attribute("id") for f in figures] == ["error-by-layer", "precision-map"]
+    error_svg = browser.find_element(By.CSS_SELECTOR, "#error-by-layer > svg")
+    assert error_svg.is_displayed() and error_svg.size["width"] > 100
+    titles = [t.get_attribute("textContent") for t in error_svg.find_elements(By.TAG_NAME, "title")]
+    for layer in ("encoder.layer.0", "encoder.layer.1"):  # both layers, in both series
+        assert any(t.startswith(f"{layer}: local") for t in titles), layer
+        assert any(t.startswith(f"{layer}: accumulated") for t in titles), layer
+    cells = browser.find_elements(By.CSS_SELECTOR, '#precision-map > svg g[id^="oh-precision-cell-"] > title')
+    shown = dict(c.get_attribute("textContent").rsplit(": ", 1) for c in cells)
+    assert {m for m, p in shown.items() if p == "int4"} == int4
+    assert shown["encoder.layer.0.attention.self.query"] == "fp32"
+
+    # Without an error report or mixed precisions, no pictures.
+    plain = tmp_path / "plain.html"
+    run_cli("hierarchy", "view", str(reference), "-o", str(plain))
+    browser.get(plain.as_uri())
+    assert browser.find_elements(By.CSS_SELECTOR, "#pictures figure") == []
+    assert not browser.find_element(By.ID, "pictures").is_displayed()
