@@ -100,8 +100,7 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
         )
 
     def run(self) -> None:
-        from rich.console import Console
-
+        from optimum_hierarchy.cli.output import console as make_console
         from optimum_hierarchy.cli.output import print_error
         from optimum_hierarchy.exporters.task_export import OutputMismatchError, export_task_with_hierarchy
 
@@ -128,7 +127,7 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             ),
             OutputMismatchError,
         )
-        console = Console()
+        console = make_console()
         console.print(f"Task: {result.task}; exported with torch's dynamo exporter.", highlight=False)
         if result.static_axes:
             console.print(
@@ -139,8 +138,7 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             console.print(f"Validation: {result.validation.describe()}.", highlight=False)
 
     def _run_generative(self) -> None:
-        from rich.console import Console
-
+        from optimum_hierarchy.cli.output import console as make_console
         from optimum_hierarchy.exporters.generation_export import (
             GenerationMismatchError,
             export_generation_with_hierarchy,
@@ -162,7 +160,7 @@ class ExportCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is 
             ),
             GenerationMismatchError,
         )
-        console = Console()
+        console = make_console()
         fused = f", ort_fusions={result.ort_fusions}" if result.ort_fusions else ""
         console.print(
             f"Task: {result.task}; exported with transformers' exporter{fused}: components "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["console", "or_exit", "print_annotated_files", "print_error", "print_export_result", "report_node_data"]
 
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,17 +21,19 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 PIPE_WIDTH = 4096
-"""The width of a console whose stream is not a terminal (and without ``COLUMNS``): lines and tables do not
-wrap or truncate module paths at rich's default of 80 columns, so piped output keeps one row per line."""
+"""The width of a console whose stream is not a terminal: lines and tables do not wrap or truncate module paths,
+so piped output keeps one row per line and every path whole, whatever ``COLUMNS`` says."""
 
 
 def console(*, stderr: bool = False) -> Console:
     """A rich console on stdout (or stderr); as wide as :data:`PIPE_WIDTH` when that stream is not a terminal.
 
-    A terminal keeps its own width, and ``COLUMNS`` set by the user still wins.
+    A terminal keeps its own width (or ``COLUMNS``, where set). Piped or redirected output is read by
+    programs (``grep``, ``cut``, a log): a module path folded over two lines would not be found there, so
+    ``COLUMNS`` (which shells export to their children) does not narrow it.
     """
     out = Console(stderr=stderr)
-    if not out.is_terminal and "COLUMNS" not in os.environ:
+    if not out.is_terminal:
         out.width = PIPE_WIDTH
     return out
 

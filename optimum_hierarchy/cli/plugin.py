@@ -31,12 +31,12 @@ def _exists(module: str) -> bool:
 
 def _extensions() -> list[tuple[str, Callable[[], None]]]:
     from optimum_hierarchy.cli.export_flag import install_export_flag
-    from optimum_hierarchy.cli.hierarchy import install_onnxruntime_hooks
+    from optimum_hierarchy.cli.onnxruntime_hook import install_optimize_hook
     from optimum_hierarchy.cli.quantize_flag import install_quantize_flag
 
     return [
         ("optimum.commands.export.onnx", install_export_flag),
-        ("optimum.commands.onnxruntime.optimize", install_onnxruntime_hooks),
+        ("optimum.commands.onnxruntime.optimize", install_optimize_hook),
         ("optimum.commands.onnxruntime.quantize", install_quantize_flag),
     ]
 

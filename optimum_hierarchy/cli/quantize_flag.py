@@ -1,13 +1,13 @@
-"""``--exclude-modules`` / ``--include-modules`` on ``optimum-cli onnxruntime quantize``.
+"""``--exclude-modules`` / ``--include-modules`` on ``optimum-cli onnxruntime quantize``, and its outputs re-attributed.
 
 The command builds its ``QuantizationConfig`` inside ``run`` and quantizes every ``*.onnx`` file of
 the input directory with it, while node names differ from file to file. So the plugin extends the
-original ``ONNXRuntimeQuantizeCommand`` class: its parser gains a "Quantize by module" argument
-group, and with one of the flags its ``run`` is the original one inside
-:func:`optimum_hierarchy.tools.quantize.quantizing_by_module` (which resolves the globs in each file
-first, so an error leaves nothing written, and gives each file its own node lists). Without the
-flags, the original ``run`` runs untouched. The output files are re-attributed by the hook of
-:func:`optimum_hierarchy.cli.hierarchy.install_onnxruntime_hooks`. This module parses and prints.
+original ``ONNXRuntimeQuantizeCommand`` class, once and only here: its parser gains a "Quantize by
+module" argument group, and its ``run`` is the original one (inside
+:func:`optimum_hierarchy.tools.quantize.quantizing_by_module` when one of the flags is given, which
+resolves the globs in each file first, so an error leaves nothing written, and gives each file its
+own node lists), then :func:`optimum_hierarchy.cli.onnxruntime_hook.reattribute_outputs` on the
+output directory. This module parses and prints.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ __all__ = ["add_quantize_arguments", "install_quantize_flag"]
 
 import sys
 from argparse import ArgumentParser
+from pathlib import Path
 from typing import Any
 
 
@@ -43,27 +44,28 @@ def add_quantize_arguments(parser: ArgumentParser) -> None:
 
 
 def install_quantize_flag() -> None:
-    """Add the module flags to Optimum's ``onnxruntime quantize`` command (idempotent, import-light)."""
+    """Extend Optimum's ``onnxruntime quantize`` command: the module flags, then re-attribution (idempotent)."""
     from optimum.commands.onnxruntime.quantize import ONNXRuntimeQuantizeCommand
 
     from optimum_hierarchy.cli.extend import extend_command
 
-    def run(self: Any, original_run: Any) -> Any:
-        if not (getattr(self.args, "exclude_modules", None) or getattr(self.args, "include_modules", None)):
-            return original_run(self)
-        return _run_by_module(self, original_run)
-
-    extend_command(ONNXRuntimeQuantizeCommand, "quantize_flag", run, add_quantize_arguments)
+    extend_command(ONNXRuntimeQuantizeCommand, "onnxruntime_quantize", _run, add_quantize_arguments)
 
 
-def _run_by_module(command: Any, original_run: Any) -> Any:
+def _run(command: Any, original_run: Any) -> Any:
+    from optimum_hierarchy.cli.onnxruntime_hook import reattribute_outputs
+
+    args = command.args
+    if not (getattr(args, "exclude_modules", None) or getattr(args, "include_modules", None)):
+        outcome = original_run(command)
+        reattribute_outputs(Path(args.output))
+        return outcome
     from optimum_hierarchy.cli.output import print_error
     from optimum_hierarchy.errors import HierarchyError
     from optimum_hierarchy.tools.quantize import quantizing_by_module
 
-    args = command.args
     try:
-        # restore=False: the onnxruntime hook re-attributes every output file after the command.
+        # restore=False: every output file is re-attributed below, after the command.
         with quantizing_by_module(
             args.onnx_model,
             exclude_modules=tuple(args.exclude_modules or ()),
@@ -74,6 +76,7 @@ def _run_by_module(command: Any, original_run: Any) -> Any:
     except HierarchyError as e:
         print_error(str(e))
         sys.exit(1)
+    reattribute_outputs(Path(args.output))
     _print_results(results)
     return outcome
 
