@@ -302,15 +302,18 @@ def precision_map(precisions: Mapping[str, str], *, title: str = "Precision by m
 
 
 def _point(plan: Any) -> tuple[float, float, str]:
-    """``(size_bytes, error, label)`` of a plan: a tuple, or an object with ``size_bytes`` and ``error`` (and
-    ``label``, else its ``kept`` / ``kept_modules`` globs)."""
+    """``(size_bytes, error, label)`` of a plan: a tuple, or an object with ``size_bytes`` and ``error`` and a
+    ``label``, else ``kept`` globs (a :class:`~optimum_hierarchy.tools.plan.TriedPlan`: its ``step`` and how many
+    modules it keeps; another object: the globs)."""
     if isinstance(plan, tuple | list):
         size, error, label = plan
         return float(size), float(error), str(label)
     label = getattr(plan, "label", None)
     if label is None:
-        kept = getattr(plan, "kept", None) or getattr(plan, "kept_modules", None) or ()
-        label = ", ".join(kept) if kept else "nothing kept"
+        kept = tuple(getattr(plan, "kept", ()))
+        step = getattr(plan, "step", None)
+        globs = ", ".join(kept) if kept else "nothing kept"
+        label = globs if step is None else f"{step}: {len(kept)} kept"
     return float(plan.size_bytes), float(plan.error), str(label)
 
 

@@ -158,6 +158,14 @@ class _Plan:
     error: float
 
 
+@dataclasses.dataclass(frozen=True)
+class _Tried:  # the fields plots reads of tools.plan.TriedPlan
+    step: str
+    kept: tuple[str, ...]
+    size_bytes: int
+    error: float
+
+
 def test_plan_curve_one_point_per_plan() -> None:
     tried = [(4_000_000, 0.3, "nothing kept"), (9_000_000, 0.05, "encoder.layer.0.*"), (16_000_000, 0.0, "all")]
     root = _parse(plots.plan_curve(tried, budget=0.1, chosen=1))
@@ -170,6 +178,10 @@ def test_plan_curve_one_point_per_plan() -> None:
     root = _parse(plots.plan_curve(plans))
     assert len(_groups(root, "oh-plan-point-")) == 2
     assert "encoder.layer.0.*, pooler" in _texts(root) and "nothing kept" in _texts(root)
+    tried = [_Tried("all", (), 4_000_000, 0.3), _Tried("bisect", ("a", "b", "c"), 9_000_000, 0.01)]
+    root = _parse(plots.plan_curve(tried))
+    assert len(_groups(root, "oh-plan-point-")) == 2
+    assert "all: 0 kept" in _texts(root) and "bisect: 3 kept" in _texts(root)
 
 
 def test_empty_data_draws_a_message() -> None:
