@@ -58,8 +58,8 @@ __all__ = [
     "sensitivity_node_data",
 ]
 
+import abc
 import dataclasses
-import logging
 import math
 import os
 import re
@@ -82,8 +82,6 @@ from optimum_hierarchy.tools.error import Metrics
 from optimum_hierarchy.tools.explorer import NodeData, explorer_nodes
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.runtime import make_session, ort_errors
-
-logger = logging.getLogger(__name__)
 
 PRECISIONS = ("int4", "int8", "fp16")
 METRICS = ("rel_l2", "cosine", "max_abs", "kl", "top1")
@@ -228,19 +226,17 @@ def module_sensitivity(
             converted = _quantize_all(precision, source, work, block_size=block_size, symmetric=symmetric)
             swap = _QuantizedSwap(light, converted, _WEIGHT_NODES[precision])
         candidates = _candidates(light, modules, swap.replaced, granularity)
-        if isinstance(swap, _Fp16Swap):
-            swap.prepare(candidates)
         if not candidates:
             raise HierarchyError(
                 f"{source}: no module has a MatMul or Gemm weight that {precision} converts "
                 "(is it a float file with the hierarchy?)."
             )
         boundaries = {m: finder.of_nodes(m, nodes) for m, nodes in candidates.items()}
+        swap.prepare(candidates, boundaries)
         local_names = sorted(
             {t for b in boundaries.values() for t in b.outputs if t not in outputs}
         )  # every candidate's boundary outputs: extra outputs of the one float run
         reference = _run(light, work, feeds, [*outputs, *local_names])
-        float_locals = {t for t in local_names if np.issubdtype(reference[t].dtype, np.floating)}
         rows, skipped = [], {}
         for module, nodes in candidates.items():
             edited = swap.edit(nodes, boundaries[module])
@@ -248,8 +244,7 @@ def module_sensitivity(
                 skipped[module] = edited
                 continue
             proto, names, weights = edited
-            mine = [t for t in boundaries[module].outputs if t in float_locals or t in outputs]
-            mine = [t for t in mine if np.issubdtype(reference[t].dtype, np.floating)]
+            mine = [t for t in boundaries[module].outputs if np.issubdtype(reference[t].dtype, np.floating)]
             values = _run(proto, work, feeds, [*outputs, *(t for t in mine if t not in outputs)])
             measured = _metrics(outputs, [reference[t] for t in outputs], [values[t] for t in outputs])
             local = Metrics.of([reference[t] for t in mine], [values[t] for t in mine]) if mine else None
@@ -365,19 +360,25 @@ _Edited = tuple[onnx.ModelProto, tuple[str, ...], int]
 _Runner = Callable[[onnx.ModelProto, Path, Mapping[str, np.ndarray], Sequence[str]], dict[str, np.ndarray]]
 
 
-class _Swap:
+class _Swap(abc.ABC):
+    """One precision's way to the float graph with only some nodes converted."""
+
     replaced: set[int]
     """Indexes of the float nodes the conversion changes (what makes a Linear a candidate)."""
 
+    def prepare(self, candidates: Mapping[str, Sequence[int]], boundaries: Mapping[str, ModuleBoundary]) -> None:
+        """Work shared by the candidates, done once before the first :meth:`edit` (nothing by default)."""
+        del candidates, boundaries
+
+    @abc.abstractmethod
     def edit(self, nodes: Sequence[int], boundary: ModuleBoundary) -> _Edited | str:
         """The float graph with ``nodes`` converted, the converted weight nodes' names, and the weights; or why not."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def everything(
         self, nodes: Sequence[int], work: Path, feeds: Mapping[str, np.ndarray], outputs: Sequence[str], run: _Runner
     ) -> dict[str, np.ndarray]:
         """The outputs with every candidate's ``nodes`` converted at once."""
-        raise NotImplementedError
 
 
 class _QuantizedSwap(_Swap):
@@ -500,10 +501,10 @@ class _Fp16Swap(_Swap):
             self._types.update(tensor_types(self.light, missing))
         return {n: self._types[n] for n in names}
 
-    def prepare(self, candidates: Mapping[str, Sequence[int]]) -> None:
-        """Infer the types of every tensor of the candidates' nodes at once (one probe session)."""
+    def prepare(self, candidates: Mapping[str, Sequence[int]], boundaries: Mapping[str, ModuleBoundary]) -> None:
+        """Infer the types of every tensor of the candidates' nodes at once (at most one probe session)."""
         names = {t for nodes in candidates.values() for i in nodes for t in self.light.graph.node[i].output if t}
-        names |= {t for nodes in candidates.values() for t in self.finder.of_nodes("", nodes).inputs}
+        names |= {t for b in boundaries.values() for t in b.inputs}
         self.types(sorted(names))
 
     def edit(self, nodes: Sequence[int], boundary: ModuleBoundary) -> _Edited | str:
