@@ -194,7 +194,7 @@ def export_sweep_case(name: str, directory: Path) -> SweepExport:
 
 
 def readme_table() -> str:
-    """The README's table of supported architectures, from what the sweep checks (`python tests/sweep_cases.py`)."""
+    """The table of supported architectures (docs/architectures.md), from what the sweep checks (run this file)."""
     lines = [
         "| model type | model class (tiny config) | task | checked by the sweep |",
         "|---|---|---|---|",

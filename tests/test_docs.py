@@ -1,8 +1,13 @@
-"""Links in README.md, CONTRIBUTING.md and docs/*.md: every anchor names a heading, every relative path exists."""
+"""Links in README.md, CONTRIBUTING.md and docs/*.md: every anchor names a heading, every relative path exists.
+
+Also the Markdown helpers ``tests/test_readme.py`` runs the README's code blocks with (:func:`code_blocks`), and
+docs/cli.md against the commands the plugin registers.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,28 @@ _HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _INLINE_LINK_TEXT = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+_BLOCK = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """A fenced code block: its language, its text, the line its fence opens on, and the heading above it."""
+
+    language: str
+    text: str
+    line: int
+    section: str
+
+
+def code_blocks(text: str) -> list[CodeBlock]:
+    """The fenced (```) code blocks of a Markdown text, in order, each with the nearest ``##`` heading above it."""
+    headings = [(m.start(), m.group(1)) for m in re.finditer(r"^##[ \t]+(.+?)[ \t]*$", text, re.MULTILINE)]
+    found = []
+    for match in _BLOCK.finditer(text):
+        section = next((title for start, title in reversed(headings) if start < match.start()), "")
+        line = text.count("\n", 0, match.start()) + 1
+        found.append(CodeBlock(match.group(1), match.group(2), line, section))
+    return found
 
 
 def _without_fences(text: str) -> str:
@@ -96,7 +123,26 @@ def test_links_resolve(document: Path) -> None:
 
 
 def test_documents_link_somewhere() -> None:
-    """The check above is not vacuous: the README links to its own headings and to docs/."""
+    """The check above is not vacuous: the README links to docs/ and to their headings, the docs to their own."""
     targets = links((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert any(t.startswith("#") for t in targets)
-    assert any(t.startswith("docs/") for t in targets)
+    assert any(t.startswith("docs/") and "#" in t for t in targets)
+    assert any(t.startswith("#") for t in links((ROOT / "docs" / "usage.md").read_text(encoding="utf-8")))
+
+
+def test_code_blocks() -> None:
+    text = "# T\n## One\n```python\nprint(1)\n```\ntext\n## Two\n```bash\nls\n# c\n```\n```\nplain\n```\n"
+    assert code_blocks(text) == [
+        CodeBlock("python", "print(1)\n", 3, "One"),
+        CodeBlock("bash", "ls\n# c\n", 8, "Two"),
+        CodeBlock("", "plain\n", 12, "Two"),
+    ]
+
+
+def test_the_command_page_lists_every_registered_command() -> None:
+    """docs/cli.md has a row for each subcommand of `optimum-cli hierarchy`, read from the group itself."""
+    from optimum_hierarchy.cli.hierarchy import COMMANDS
+
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    rows = set(re.findall(r"^\| `([a-z-]+)` \|", page, re.MULTILINE))
+    assert COMMANDS and rows
+    assert {info.name for info in COMMANDS} <= rows, {info.name for info in COMMANDS} - rows

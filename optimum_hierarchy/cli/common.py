@@ -54,7 +54,7 @@ def model_explorer_argument(parser: ArgumentParser, what: str) -> None:
         default=None,
         metavar="OUT.json",
         help=f"Also write {what} as Model Explorer's per-node data (open it beside the model with the "
-        "model-explorer-onnx adapter: see the README).",
+        "model-explorer-onnx adapter: see docs/usage.md).",
     )
 
 
