@@ -72,7 +72,7 @@ class ResultFormat:
     def get(self, name: str, data: Mapping[str, Any], key: str, kind: str, where: str = "") -> Any:
         """``data[key]`` if it is of ``kind``: ``count`` (an integer >= 0), ``number`` (NaN and infinities
         too), ``share`` (finite), ``text``, ``optional text``, ``texts`` (a list of strings) or ``shapes``
-        (an object of integer lists)."""
+        (an object of integer lists); a list may be a tuple (``to_dict()`` before JSON)."""
         value = data.get(key)
         if not _is(kind, value):
             place = f"{where}: " if where else ""
@@ -107,10 +107,10 @@ def _is(kind: str, value: object) -> bool:
     if kind == "optional text":
         return value is None or isinstance(value, str)
     if kind == "texts":
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
     if kind == "shapes":
         return isinstance(value, Mapping) and all(
-            isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) for d in v)
+            isinstance(v, list | tuple) and all(isinstance(d, int) and not isinstance(d, bool) for d in v)
             for v in value.values()
         )
     raise ValueError(kind)
