@@ -39,7 +39,7 @@ class ViewCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is un
             default=None,
             help=(
                 "What `optimum-cli hierarchy error REFERENCE CANDIDATE --json` wrote for this model: the tree shows "
-                "each module's local and accumulated relative L2 error."
+                "each module's local and accumulated relative L2 error, and the page draws the error per layer."
             ),
         )
 
