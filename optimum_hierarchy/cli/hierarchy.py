@@ -70,7 +70,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
     ),
     CommandInfo(
         name="sensitivity",
-        help="Which modules can be quantized: the output error with only that module in int4, ranked.",
+        help="Which modules can be quantized: the output error with only that module in int4, int8 or fp16, ranked.",
         subcommand_class=SensitivityCommand,
     ),
     CommandInfo(
