@@ -146,3 +146,43 @@ def test_the_command_page_lists_every_registered_command() -> None:
     rows = set(re.findall(r"^\| `([a-z-]+)` \|", page, re.MULTILINE))
     assert COMMANDS and rows
     assert {info.name for info in COMMANDS} <= rows, {info.name for info in COMMANDS} - rows
+
+
+_DOTTED = re.compile(r"(?<![\w.])optimum_hierarchy(?:\.\w+)+")
+REMOVED = {"optimum_hierarchy.tools.session"}
+"""Names the documents mention as removed or renamed (docs/usage.md, "Names removed in 0.3")."""
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``a.b.c`` is a module, or an attribute of the longest importable module prefix."""
+    import importlib
+
+    from optimum_hierarchy.errors import MissingExtraError, has_optimum_onnx
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except MissingExtraError:
+            return not has_optimum_onnx()  # a module of the onnx extra: checked on the stack that has it
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(target, name):
+                return False
+            target = getattr(target, name)
+        return True
+    return False
+
+
+def test_python_names_in_the_documents_exist() -> None:
+    """Every ``optimum_hierarchy.x.y`` a document names is a module or a name in one (modules move: H4's layers)."""
+    named = {
+        match.group(0).rstrip(".")
+        for document in DOCUMENTS
+        for span in _CODE_SPAN.findall(document.read_text(encoding="utf-8"))
+        for match in _DOTTED.finditer(span)
+    }
+    assert len(named) > 10  # the scan found the names
+    missing = sorted(n for n in named - REMOVED if not _resolves(n))
+    assert not missing, f"named in README.md, CONTRIBUTING.md or docs/ but not in the package: {missing}"
