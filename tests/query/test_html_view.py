@@ -472,3 +472,31 @@ def test_pictures_of_error_per_layer_and_precision(browser: Any, cli_exports: di
     browser.get(plain.as_uri())
     assert browser.find_elements(By.CSS_SELECTOR, "#pictures figure") == []
     assert not browser.find_element(By.ID, "pictures").is_displayed()
+
+
+def test_node_table_draws_only_the_rows_on_screen(browser: Any, cli_exports: dict[str, Path], tmp_path: Path) -> None:
+    """The root's node list is drawn a window at a time, and scrolling through it shows every node in order."""
+    from selenium.webdriver.common.by import By
+
+    model = cli_exports["bert"] / "model.onnx"
+    page = tmp_path / "bert.html"
+    run_cli("hierarchy", "view", str(model), "-o", str(page))
+    names = [n.name for n in HierarchyRetriever(model).nodes]
+    browser.set_window_size(1000, 700)
+    browser.get(page.as_uri())
+    drawn = browser.find_elements(By.CSS_SELECTOR, "#nodes tr.node")
+    assert 0 < len(drawn) < len(names) // 2, (len(drawn), len(names))
+
+    # Rows not drawn yet have an estimated height, so the list grows as it is scrolled: scroll to its end.
+    script = """const r = document.getElementById('right'); const before = r.scrollTop;
+        r.scrollTop = before + r.clientHeight / 2;
+        requestAnimationFrame(() => requestAnimationFrame(() => arguments[0](r.scrollTop > before)));"""
+    seen: list[str] = []
+    moved = True
+    while moved:
+        for row in browser.find_elements(By.CSS_SELECTOR, "#nodes tr.node"):
+            name = row.get_attribute("data-name")
+            if name not in seen:
+                seen.append(name)
+        moved = browser.execute_async_script(script)
+    assert seen == names
