@@ -19,7 +19,7 @@
   const DASH = "\u2014";
   const TREE_ROW = 22; // px, as li.module in page.css
   const TREE_OVERSCAN = 30; // rows drawn above and below the visible ones
-  const NODE_ROW_ESTIMATE = 21; // px, for a node row not drawn yet
+  const NODE_ROW_ESTIMATE = 21; // px, for a node row not drawn yet while no row of the list is measured
   const NODE_OVERSCAN = 300; // px drawn above and below the visible part of the table
 
   const modules = data.modules;
@@ -214,7 +214,8 @@
   // --- the node table: a window of rows between two spacers ----------------------------------------------
 
   let listed = new Int32Array(0); // node indices of the table
-  let heights = new Float64Array(0); // each item's height: its row, and its detail row when open
+  let heights = new Float64Array(0); // each item's height once drawn (its row and open detail row); 0 before
+  let measured = [0, 0]; // the sum and count of the heights measured: their mean stands for the others
   let open = new Set(); // nodes whose details are shown
   let nodeRows = new Map(); // node index -> its tr, for the current list
   const topSpacer = spacer();
@@ -330,13 +331,15 @@
     const to = right.scrollTop - listTop + right.clientHeight + NODE_OVERSCAN;
     let y = 0;
     let k = 0;
-    while (k < listed.length && y + heights[k] < from) y += heights[k++];
+    const guess = measured[1] ? measured[0] / measured[1] : NODE_ROW_ESTIMATE;
+    const height = (j) => heights[j] || guess;
+    while (k < listed.length && y + height(k) < from) y += height(k++);
     const start = k;
     const above = y;
-    while (k < listed.length && y < to) y += heights[k++];
+    while (k < listed.length && y < to) y += height(k++);
     const end = k;
     let below = 0;
-    for (; k < listed.length; k++) below += heights[k];
+    for (; k < listed.length; k++) below += height(k);
     const items = [topSpacer];
     for (let j = start; j < end; j++) {
       const i = listed[j];
@@ -355,7 +358,10 @@
     for (let j = start; j < end; j++) {
       const tr = nodeRows.get(listed[j]);
       const detail = open.has(listed[j]) ? tr.nextElementSibling : null;
-      heights[j] = tr.offsetHeight + (detail ? detail.offsetHeight : 0);
+      const h = tr.offsetHeight + (detail ? detail.offsetHeight : 0);
+      if (!heights[j]) measured = [measured[0] + h, measured[1] + 1];
+      else measured = [measured[0] + h - heights[j], measured[1]];
+      heights[j] = h;
     }
     if (nodeRows.size > 4 * (end - start) + 200) {
       for (const [i, tr] of nodeRows) if (!tr.isConnected) nodeRows.delete(i);
@@ -364,7 +370,8 @@
 
   function showNodes(list, heading, opened) {
     listed = list;
-    heights = new Float64Array(list.length).fill(NODE_ROW_ESTIMATE);
+    heights = new Float64Array(list.length);
+    measured = [0, 0];
     open = new Set(opened || []);
     nodeRows = new Map();
     byId("summary").textContent = heading;
