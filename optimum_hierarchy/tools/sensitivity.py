@@ -21,7 +21,8 @@ conversion per module, file by file):
 * ``int8``: ONNX Runtime's dynamic int8 quantization of the module's ``MatMul`` nodes
   (``onnxruntime.quantization.quantize_dynamic`` with ``op_types_to_quantize=["MatMul"]`` and
   ``nodes_to_quantize`` the module's nodes; int8 weights, per tensor; activations quantized at run time
-  by ``DynamicQuantizeLinear``). No optimum-onnx is needed.
+  by ``DynamicQuantizeLinear``; the quantizer first rewrites each ``Gemm`` as ``MatMul`` + ``Add``, so
+  GPT-2's ``Conv1D`` is quantized too). No optimum-onnx is needed.
 * ``fp16``: the module's nodes converted by ONNX Runtime's float16 converter (what
   :mod:`~optimum_hierarchy.tools.fp16` runs; ``convert_float_to_float16``, its default op block list),
   with ``keep_io_types``: a ``Cast`` to float16 on each float tensor entering the module and a ``Cast``

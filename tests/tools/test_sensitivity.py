@@ -105,6 +105,9 @@ def test_bad_input_is_a_clear_error(task_exports: dict[str, Path], tmp_path: Pat
 # --- int8 and fp16 against one conversion per module, and the local errors of all three ------------------
 
 
+_LINEAR = ("MatMul", "Gemm")
+
+
 def _members(proto: onnx.ModelProto, module: str, *, block: bool) -> list[onnx.NodeProto]:
     """The module's nodes, from the raw metadata: its own (a Linear), or its subtree (a block)."""
     found = []
@@ -173,6 +176,7 @@ def _fp16_alone(
         ("int8", "llama", "kl", "linear"),
         ("int8", "bert", "rel_l2", "linear"),
         ("int8", "llama", "rel_l2", "block"),
+        ("int8", "gpt2", "rel_l2", "linear"),  # Conv1D: Gemm nodes
         ("fp16", "llama", "rel_l2", "linear"),
         ("fp16", "bert", "rel_l2", "linear"),
         ("fp16", "bert", "rel_l2", "block"),
@@ -213,7 +217,8 @@ def test_each_precision_equals_converting_each_module_alone(
         else:
             out = tmp_path / f"{row.module}.onnx"
             if precision == "int8":
-                matmuls = [n.name for n in members if n.op_type == "MatMul"]
+                # quantize_dynamic first rewrites every Gemm as <name>_MatMul + <name>_Add, then selects by name
+                matmuls = [n.name + ("_MatMul" if n.op_type == "Gemm" else "") for n in members if n.op_type in _LINEAR]
                 quantize_dynamic(
                     model, out, op_types_to_quantize=["MatMul"], nodes_to_quantize=matmuls, weight_type=QuantType.QInt8
                 )
