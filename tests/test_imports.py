@@ -258,8 +258,10 @@ def test_the_graph_has_the_edges_that_run_and_no_others(tmp_path: Path) -> None:
     "name",
     [
         pytest.param("optimum_hierarchy", marks=pytest.mark.optimum_onnx),
+        "optimum_hierarchy.annotation",
         "optimum_hierarchy.evidence",
         "optimum_hierarchy.passes",
+        "optimum_hierarchy.trees",
         pytest.param("optimum_hierarchy.exporters", marks=pytest.mark.optimum_onnx),
     ],
 )

@@ -5,10 +5,12 @@ from __future__ import annotations
 __all__ = [
     "annotate_file",
     "annotate_proto",
+    "annotate_source",
     "check_block_consistency",
     "load_model_proto",
 ]
 
+import contextlib
 import functools
 import logging
 import os
@@ -21,7 +23,8 @@ import onnx_ir as ir
 
 from optimum_hierarchy.atomic import atomic_write
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError
-from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
+from optimum_hierarchy.passes.annotate_graph import AnnotateGraphPass
+from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass, Mode
 from optimum_hierarchy.provenance import decode_provenance
 from optimum_hierarchy.rules import ArchitectureRules, FusedNodeRule, check_repeated_blocks, fused_node_rules
 from optimum_hierarchy.schema import (
@@ -80,17 +83,17 @@ def annotate_proto(
 ) -> tuple[AttributionSummary, bool]:
     """Attribute every node of ``proto`` in place; returns the summary and whether anything changed.
 
-        When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
-        since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
-        at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
-        module (see :class:`AttributeNodesPass`). ``where`` names the model in errors. ``fused_rules``: the
-        ``fused_nodes`` rules of ``export.model_type`` where the caller has them
-        (:func:`~optimum_hierarchy.rules.model_rules`); looked up here otherwise.
+    When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
+    since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
+    at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
+    module (see :class:`AttributeNodesPass`). ``where`` names the model in errors. ``fused_rules``: the
+    ``fused_nodes`` rules of ``export.model_type`` where the caller has them
+    (:func:`~optimum_hierarchy.rules.model_rules`); looked up here otherwise.
 
-        Raises:
-            InvalidModelFileError: the graph is not one onnx_ir can read (a tensor produced twice, an
-                unknown data type, text that is not UTF-8).
-            SchemaError: its stored provenance is malformed.
+    Raises:
+        InvalidModelFileError: the graph is not one onnx_ir can read (a tensor produced twice, an
+            unknown data type, text that is not UTF-8).
+        SchemaError: its stored provenance is malformed.
     """
     export = export if export is not None else ExportInfo()
     check_text(proto, where)
@@ -102,13 +105,16 @@ def annotate_proto(
         while cause.__cause__ is not None:
             cause = cause.__cause__
         raise InvalidModelFileError(f"{where}: not a valid ONNX graph ({cause}). Check it with onnx.checker.") from e
-    attribute = AttributeNodesPass(
-        tree,
-        export,
-        strict=strict,
-        provenance=provenance,
-        fused_rules=list(fused_rules) if fused_rules is not None else fused_node_rules(export.model_type),
-        after_the_fact=after_the_fact,
+    mode = Mode.AFTER_OPTIMIZER if provenance is not None else Mode.AFTER_THE_FACT if after_the_fact else Mode.EXPORT
+    attribute = AnnotateGraphPass(
+        AttributeNodesPass(
+            tree,
+            export,
+            mode=mode,
+            provenance=provenance,
+            fused_rules=fused_rules if fused_rules is not None else fused_node_rules(export.model_type),
+            strict=strict,
+        ),
         scope_names=scope_names,
     )
     result = attribute(model)
@@ -192,19 +198,37 @@ def annotate_file(
     """
     if new_file and source is None:
         raise ValueError("new_file=True needs the source the exporter is about to write")
-    if source is None:
-        with read_model_file(path) as opened:
-            return annotate_file(
-                path,
-                tree,
-                export,
-                strict=strict,
-                rules=rules,
-                source=opened,
-                after_the_fact=after_the_fact,
-                scope_names=scope_names,
-                fused_rules=fused_rules,
-            )
+    with contextlib.ExitStack() as stack:
+        opened = source if source is not None else stack.enter_context(read_model_file(path))
+        return annotate_source(
+            opened,
+            path,
+            tree,
+            export,
+            strict=strict,
+            rules=rules,
+            after_the_fact=after_the_fact,
+            scope_names=scope_names,
+            new_file=new_file,
+            fused_rules=fused_rules,
+        )
+
+
+def annotate_source(
+    source: ModelFile,
+    path: str | os.PathLike[str],
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    *,
+    strict: bool = False,
+    rules: ArchitectureRules | None = None,
+    after_the_fact: bool = False,
+    scope_names: bool = False,
+    new_file: bool = False,
+    fused_rules: Sequence[FusedNodeRule] | None = None,
+) -> AttributionSummary:
+    """:func:`annotate_file` of a file the caller has read (``source``, from
+    :func:`~optimum_hierarchy.wire.read_model_file`; its proto is updated in place, the caller closes it)."""
     path = Path(path)
     if source.size > PROTOBUF_LIMIT:
         raise InvalidModelFileError(

@@ -27,7 +27,7 @@ from pathlib import Path
 import onnx
 
 from optimum_hierarchy.annotation.export_info import make_export_info
-from optimum_hierarchy.annotation.file import annotate_file
+from optimum_hierarchy.annotation.file import annotate_source
 from optimum_hierarchy.annotation.results import AnnotatedFile
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
@@ -117,13 +117,13 @@ def _reannotate(
 ) -> AnnotatedFile:
     """Attribute again, from the tree, export record and provenance the file carries."""
     rules = model_rules(meta.export.model_type)
-    summary = annotate_file(
+    summary = annotate_source(
+        source,
         path,
         meta.tree,
         meta.export,
         strict=strict,
         rules=rules.own,
-        source=source,
         scope_names=scope_names,
         fused_rules=rules.fused_nodes,
     )
@@ -137,13 +137,13 @@ def _annotate_after_the_fact(
     found = tree_of_file(path, source.proto, config)
     root = found.root if found.root is not None else ""
     export, rules = make_export_info(root, found.model_type, found.model_class)
-    summary = annotate_file(
+    summary = annotate_source(
+        source,
         path,
         found.tree,
         export,
         strict=strict,
         rules=rules,
-        source=source,
         after_the_fact=True,
         scope_names=scope_names,
     )

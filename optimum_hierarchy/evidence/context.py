@@ -56,122 +56,157 @@ def infer_from_context(
     reason. They stay so, and count as refused for their neighbours, exactly as in that annotation:
     annotating the same graph twice gives the same result.
     """
-    sites = view.sites
-    index = {id(s.node): i for i, s in enumerate(sites)}
-    children: dict[int, list[int]] = {}
-    owner: dict[int, int] = {}
-    for i, site in enumerate(sites):
-        if site.parent is not None and id(site.parent) in index:
-            children.setdefault(index[id(site.parent)], []).append(i)
-            owner[i] = index[id(site.parent)]
+    return _ContextPlacer(view, modules, sources, assign, unplaced_before or {}).run()
 
-    computes: dict[int, bool] = {}
-    for i, site in enumerate(sites):
-        flag = False
-        for value in site.node.inputs:
-            if value is None:
-                continue
-            producer = value.producer()
-            if producer is None:
-                flag = value.is_graph_input()
-            else:
-                j = index.get(id(producer))
-                flag = j is not None and computes.get(j, True)
-            if flag:
-                break
-        computes[i] = flag
 
-    def consumers(node: ir.Node) -> list[int]:
+class _Neighbourhood:
+    """Who is around each node: consumers, producers, the node owning its body, its bodies' nodes."""
+
+    def __init__(self, view: GraphView) -> None:
+        self.sites = sites = view.sites
+        self.index = {id(s.node): i for i, s in enumerate(sites)}
+        self.children: dict[int, list[int]] = {}
+        self.owner: dict[int, int] = {}
+        for i, site in enumerate(sites):
+            if site.parent is not None and id(site.parent) in self.index:
+                self.children.setdefault(self.index[id(site.parent)], []).append(i)
+                self.owner[i] = self.index[id(site.parent)]
+        self.computes = self._computes()
+        self.consumers_of = [self._consumers(site.node) for site in sites]
+        self.main_graph = sites[0].node.graph if sites else None
+
+    def _computes(self) -> dict[int, bool]:
+        """Whether each node computes on data (reaches a graph input), rather than only shaping constants."""
+        computes: dict[int, bool] = {}
+        for i, site in enumerate(self.sites):
+            flag = False
+            for value in site.node.inputs:
+                if value is None:
+                    continue
+                producer = value.producer()
+                if producer is None:
+                    flag = value.is_graph_input()
+                else:
+                    j = self.index.get(id(producer))
+                    flag = j is not None and computes.get(j, True)
+                if flag:
+                    break
+            computes[i] = flag
+        return computes
+
+    def _consumers(self, node: ir.Node) -> list[int]:
         out = []
         for value in node.outputs:
             for use in value.uses():
-                j = index.get(id(use[0]))
+                j = self.index.get(id(use[0]))
                 if j is not None:
                     out.append(j)
         return out
 
-    consumers_of = [consumers(site.node) for site in sites]
-
-    def served(i: int) -> list[int]:
+    def served(self, i: int) -> list[int]:
         """Nodes whose place at the root carries over to node i: the consumers it only shapes constants
         for, and the node owning the body it is in."""
-        out = [] if computes[i] else list(consumers_of[i])
-        if i in owner:
-            out.append(owner[i])
+        out = [] if self.computes[i] else list(self.consumers_of[i])
+        if i in self.owner:
+            out.append(self.owner[i])
         return out
 
-    root = view.root
-    main_graph = sites[0].node.graph if sites else None
-    unplaced_before = unplaced_before or {}
-    refused: set[int] = set(unplaced_before)
 
-    def evidence(i: int) -> Evidence:
-        node = sites[i].node
-        params = [o for o in map(view.owner_of_name, view.table.inputs[i]) if o is not None]
+class _ContextPlacer:
+    """One run of :func:`infer_from_context`: sweeps by context, then groups, then subgraph owners."""
+
+    def __init__(
+        self,
+        view: GraphView,
+        modules: dict[int, str],
+        sources: dict[int, str],
+        assign: Assign,
+        unplaced_before: Mapping[int, str],
+    ) -> None:
+        self.view, self.modules, self.sources, self.assign = view, modules, sources, assign
+        self.around = _Neighbourhood(view)
+        self.root = view.root
+        self.unplaced_before = unplaced_before
+        self.refused: set[int] = set(unplaced_before)
+
+    def run(self) -> dict[int, str]:
+        pending = [i for i in range(len(self.around.sites)) if i not in self.modules and i not in self.refused]
+        while pending:
+            still = self._sweep(pending)
+            if len(still) < len(pending):
+                pending = still
+                continue
+            if _settle_groups(pending, self.evidence, self.place, self.around.served):
+                pending = [i for i in pending if i not in self.modules and i not in self.refused]
+                continue
+            self._inherit_from_owners(pending)
+            remaining = [i for i in pending if i not in self.modules]
+            if len(remaining) == len(pending):
+                break
+            pending = remaining
+        left = {i: NO_NEIGHBOUR_EVIDENCE for i in pending}
+        left.update((i, self.unplaced_before.get(i, ONLY_THE_ROOT)) for i in self.refused)
+        return dict(sorted(left.items()))
+
+    def _sweep(self, pending: list[int]) -> list[int]:
+        """Place each node whose neighbours are all known; returns the others, in order."""
+        still = []
+        for i in reversed(pending):  # backwards: chains of constants settle in one sweep
+            ev = self.evidence(i)
+            if ev.known and not ev.unknown:
+                path = _lca(ev.known)
+                # "parameter" when the parameters it reads alone give the answer.
+                source = AttributionSource.PARAMETER if path == ev.from_params else AttributionSource.CONTEXT
+                self.place(i, path, source, ev.root_witness)
+            else:
+                still.append(i)
+        still.reverse()
+        return still
+
+    def _inherit_from_owners(self, pending: list[int]) -> None:
+        """A node of an ``If`` / ``Loop`` / ``Scan`` body goes where the node owning the body is."""
+        for i in pending:
+            parent = self.around.sites[i].parent
+            j = self.around.index.get(id(parent)) if parent is not None else None
+            if j is not None and j in self.modules:
+                self.assign(i, self.modules[j], AttributionSource.SUBGRAPH)
+
+    def evidence(self, i: int) -> Evidence:
+        around, root, modules = self.around, self.root, self.modules
+        node = around.sites[i].node
+        params = [o for o in map(self.view.owner_of_name, self.view.table.inputs[i]) if o is not None]
         ev = Evidence(known=list(params), unknown=[], from_params=_lca(params) if params else None)
         ev.root_witness = root in params
-        neighbours = consumers_of[i] + children.get(i, [])
-        if computes[i]:
+        neighbours = around.consumers_of[i] + around.children.get(i, [])
+        if around.computes[i]:
             for value in node.inputs:
                 if value is None:
                     continue
                 producer = value.producer()
                 if producer is None:
-                    if value.is_graph_input() and value.graph is main_graph:
+                    if value.is_graph_input() and value.graph is around.main_graph:
                         ev.known.append(root)
                         ev.root_witness = True
-                elif id(producer) in index:
-                    neighbours.append(index[id(producer)])
-        serves = set(served(i))
+                elif id(producer) in around.index:
+                    neighbours.append(around.index[id(producer)])
+        serves = set(around.served(i))
         for j in neighbours:
             if j in modules:
                 ev.known.append(modules[j])
                 # A node that only shapes constants for its consumers goes where they are, however they got there.
                 at_root = modules[j] == root
-                ev.root_witness = ev.root_witness or (at_root and (sources[j] in DIRECT_SOURCES or j in serves))
-            elif j in refused:
+                ev.root_witness = ev.root_witness or (at_root and (self.sources[j] in DIRECT_SOURCES or j in serves))
+            elif j in self.refused:
                 ev.known.append(root)  # somewhere in the root, no more is known
             else:
                 ev.unknown.append(j)
         return ev
 
-    def place(i: int, path: str, source: AttributionSource, witness: bool) -> None:
-        if path == root and not witness:
-            refused.add(i)
+    def place(self, i: int, path: str, source: AttributionSource, witness: bool) -> None:
+        if path == self.root and not witness:
+            self.refused.add(i)
         else:
-            assign(i, path, source)
-
-    pending = [i for i in range(len(sites)) if i not in modules and i not in refused]
-    while pending:
-        still = []
-        for i in reversed(pending):  # backwards: chains of constants settle in one sweep
-            ev = evidence(i)
-            if ev.known and not ev.unknown:
-                path = _lca(ev.known)
-                # "parameter" when the parameters it reads alone give the answer.
-                source = AttributionSource.PARAMETER if path == ev.from_params else AttributionSource.CONTEXT
-                place(i, path, source, ev.root_witness)
-            else:
-                still.append(i)
-        still.reverse()
-        if len(still) < len(pending):
-            pending = still
-            continue
-        if _settle_groups(pending, evidence, place, served):
-            pending = [i for i in pending if i not in modules and i not in refused]
-            continue
-        for i in pending:
-            parent = sites[i].parent
-            j = index.get(id(parent)) if parent is not None else None
-            if j is not None and j in modules:
-                assign(i, modules[j], AttributionSource.SUBGRAPH)
-        remaining = [i for i in pending if i not in modules]
-        if len(remaining) == len(pending):
-            break
-        pending = remaining
-    left = {i: NO_NEIGHBOUR_EVIDENCE for i in pending}
-    left.update((i, unplaced_before.get(i, ONLY_THE_ROOT)) for i in refused)
-    return dict(sorted(left.items()))
+            self.assign(i, path, source)
 
 
 @dataclasses.dataclass

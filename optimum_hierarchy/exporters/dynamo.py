@@ -45,7 +45,8 @@ import onnx_ir as ir
 
 from optimum_hierarchy.atomic import atomic_write, write_through_temporary
 from optimum_hierarchy.errors import HierarchyExportError
-from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
+from optimum_hierarchy.passes.annotate_graph import AnnotateGraphPass
+from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass, Mode
 from optimum_hierarchy.provenance import Provenance, decode_provenance
 from optimum_hierarchy.rules import fused_node_rules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree, read_props
@@ -184,9 +185,16 @@ class StagedAnnotation:
         self._run(model)
 
     def _run(self, model: ir.Model) -> None:
-        AttributeNodesPass(
-            self.tree, self.export, strict=self.strict, provenance=self.provenance, fused_rules=self.fused_rules
-        )(model)
+        mode = Mode.EXPORT if self.provenance is None else Mode.AFTER_OPTIMIZER
+        attribute = AttributeNodesPass(
+            self.tree,
+            self.export,
+            mode=mode,
+            provenance=self.provenance,
+            fused_rules=self.fused_rules,
+            strict=self.strict,
+        )
+        AnnotateGraphPass(attribute)(model)
         self.summary = model.meta[SUMMARY_META_KEY]
         self.provenance = decode_provenance(read_props(model))
 

@@ -37,14 +37,14 @@ the size of the graphs (see ``_WORK_LIMIT``; only crafted graphs come near it).
 
 from __future__ import annotations
 
-__all__ = ["Placement", "reattribute"]
+__all__ = ["Placement", "kept_nodes", "reattribute"]
 
 import collections
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 from optimum_hierarchy.modules import common_ancestor, within
-from optimum_hierarchy.provenance import NodeTable, Provenance
+from optimum_hierarchy.provenance import NodeTable, Provenance, ProvenanceNode
 from optimum_hierarchy.schema import AttributionSource
 
 
@@ -60,17 +60,34 @@ def reattribute(
     table: NodeTable,
     provenance: Provenance,
     narrow: Callable[[int], tuple[str, AttributionSource] | None],
-    kept_out: set[int] | None = None,
+    kept: Mapping[int, int] | None = None,
 ) -> dict[int, Placement]:
     """Place the nodes of ``G1`` (``table``) from the provenance of ``G0``.
 
     ``narrow(i)`` returns the module a rule or the node's name gives for node ``i`` (checked here to
     lie inside the region's answer), or ``None``. Nodes missing from the result are left to the
-    generic evidence. ``kept_out``, if given, receives the indices of every kept node (those ``G0``
-    left unattributed included).
+    generic evidence. ``kept``: :func:`kept_nodes` of the same graphs, where the caller has it.
     """
     g0 = provenance.nodes
-    names, op_types, inputs, outputs = table.names, table.op_types, table.inputs, table.outputs
+    kept = kept_nodes(table, provenance) if kept is None else kept
+    placements: dict[int, Placement] = {}
+    for i, k in kept.items():
+        old = g0[k]
+        if old.module is not None:
+            placements[i] = Placement(old.module, old.source, old.sources)
+    counterpart = _counterparts(table, g0, kept)
+    regions, consumers = _regions(table, kept, counterpart)
+    placements.update(
+        _place_regions(
+            table, provenance, kept=kept, counterpart=counterpart, regions=regions, consumers=consumers, narrow=narrow
+        )
+    )
+    return placements
+
+
+def kept_nodes(table: NodeTable, provenance: Provenance) -> dict[int, int]:
+    """Each kept node of ``G1`` (those ``G0`` left unattributed included) -> its ``G0`` node."""
+    g0 = provenance.nodes
     count = collections.Counter(n.name for n in g0 if n.name)
     g0_by_name = {n.name: k for k, n in enumerate(g0) if n.name and count[n.name] == 1}
     # Nodes whose name is empty or not unique (an optimizer's unnamed Cast) are told apart by their outputs.
@@ -85,47 +102,41 @@ def reattribute(
         for signature, ks in same.items()
         if len({(g0[k].module, g0[k].source, g0[k].sources, g0[k].inputs) for k in ks}) == 1
     }
-    g0_producer: dict[str, int] = {}
-    g0_tensors: set[str] = set()
-    for k, n in enumerate(g0):
-        for t in n.outputs:
-            if t:
-                g0_producer.setdefault(t, k)
-                g0_tensors.add(t)
-        g0_tensors.update(t for t in n.inputs if t)
-
-    size = len(names)
-    placements: dict[int, Placement] = {}
     kept: dict[int, int] = {}
-    if kept_out is None:
-        kept_out = set()
-    for i in range(size):
-        match = g0_by_name.get(names[i])
+    for i, name in enumerate(table.names):
+        match = g0_by_name.get(name)
         if match is None:
-            match = g0_by_signature.get((names[i], op_types[i], tuple(outputs[i])))
-        if match is not None and g0[match].op_type == op_types[i]:
+            match = g0_by_signature.get((name, table.op_types[i], tuple(table.outputs[i])))
+        if match is not None and g0[match].op_type == table.op_types[i]:
             kept[i] = match
-            kept_out.add(i)
-            old = g0[match]
-            if old.module is not None:
-                placements[i] = Placement(old.module, old.source, old.sources)
+    return kept
 
+
+def _counterparts(table: NodeTable, g0: Sequence[ProvenanceNode], kept: Mapping[int, int]) -> dict[str, str]:
+    """Each ``G1`` tensor with a counterpart -> that ``G0`` tensor."""
+    g0_tensors: set[str] = set()
+    for n in g0:
+        g0_tensors.update(t for t in (*n.outputs, *n.inputs) if t)
     counterpart: dict[str, str] = {}
-    for i in range(size):
-        for t in (*inputs[i], *outputs[i]):
+    for i in range(len(table.names)):
+        for t in (*table.inputs[i], *table.outputs[i]):
             if t and t in g0_tensors:
                 counterpart[t] = t
     for i, k in kept.items():
-        pairs = list(zip(outputs[i], g0[k].outputs, strict=False))
-        if len(inputs[i]) == len(g0[k].inputs):
-            pairs += zip(inputs[i], g0[k].inputs, strict=True)
+        pairs = list(zip(table.outputs[i], g0[k].outputs, strict=False))
+        if len(table.inputs[i]) == len(g0[k].inputs):
+            pairs += zip(table.inputs[i], g0[k].inputs, strict=True)
         for new_name, old_name in pairs:
             if new_name and old_name and new_name not in counterpart:
                 counterpart[new_name] = old_name
-    surviving = set(counterpart.values())
-    kept_g0 = set(kept.values())
+    return counterpart
 
-    # Regions: connected new nodes, joined by tensors without a counterpart.
+
+def _regions(
+    table: NodeTable, kept: Mapping[int, int], counterpart: Mapping[str, str]
+) -> tuple[list[list[int]], dict[str, list[int]]]:
+    """The regions (connected new nodes, joined by tensors without a counterpart), and each tensor's readers."""
+    inputs, outputs, size = table.inputs, table.outputs, len(table.names)
     producer: dict[str, int] = {}
     consumers: dict[str, list[int]] = collections.defaultdict(list)
     for i in range(size):
@@ -155,45 +166,39 @@ def reattribute(
                         region_of[j] = len(regions)
                         stack.append(j)
         regions.append(sorted(members))
+    return regions, consumers
 
-    # Per node: the region's outputs it reaches; the nodes it replaced are the cone behind them.
+
+def _place_regions(
+    table: NodeTable,
+    provenance: Provenance,
+    *,
+    kept: Mapping[int, int],
+    counterpart: Mapping[str, str],
+    regions: list[list[int]],
+    consumers: Mapping[str, list[int]],
+    narrow: Callable[[int], tuple[str, AttributionSource] | None],
+) -> dict[int, Placement]:
+    """The placement of each region's nodes: the LCA of what its outputs replaced, narrowed where a rule says."""
+    g0 = provenance.nodes
     # Everything below depends on a node only through its region and what it reaches, so it is
     # computed once per distinct (region, reached outputs). The work is bounded (``_WORK_LIMIT``).
-    budget = _Budget(_WORK_LIMIT + _WORK_PER_NODE * (len(g0) + size))
-    cones: dict[frozenset[str], set[int]] = {}
-
-    def cone_of(targets: frozenset[str]) -> set[int]:
-        if targets not in cones:
-            cone: set[int] = set()
-            stack = list(targets)
-            seen = set(stack)
-            while stack:
-                k = g0_producer.get(stack.pop(), -1)
-                if k < 0 or k in kept_g0 or k in cone:
-                    continue
-                cone.add(k)
-                budget.spend(1 + len(g0[k].inputs))
-                for u in g0[k].inputs:
-                    if u and u not in surviving and u not in seen:
-                        seen.add(u)
-                        stack.append(u)
-            cones[targets] = cone
-        return cones[targets]
-
+    budget = _Budget(_WORK_LIMIT + _WORK_PER_NODE * (len(g0) + len(table.names)))
+    cones = _Cones(g0, set(kept.values()), set(counterpart.values()), budget)
     reaches: dict[int, frozenset[str]] = {}
     replaced: dict[tuple[int, frozenset[str]], set[int]] = {}
     placed_regions: list[int] = []
     for r, members in enumerate(regions):
         try:
-            region_reaches = _reached_outputs(members, outputs, consumers, counterpart, budget)
+            region_reaches = _reached_outputs(members, table.outputs, consumers, counterpart, budget)
             distinct = set(region_reaches.values())
-            b_in = {counterpart[t] for i in members for t in inputs[i] if t in counterpart}
+            b_in = {counterpart[t] for i in members for t in table.inputs[i] if t in counterpart}
             region_cone: set[int] = set()
             for targets in distinct:
-                region_cone |= cone_of(targets)
+                region_cone |= cones.of(targets)
             flowed = _flowed(region_cone, b_in, provenance, budget)
             for targets in distinct:
-                replaced[(r, targets)] = cone_of(targets) & flowed
+                replaced[(r, targets)] = cones.of(targets) & flowed
         except _OverBudgetError:
             continue  # left to the generic evidence, like a region that replaced nothing
         reaches.update(region_reaches)
@@ -205,6 +210,7 @@ def reattribute(
     for (_, targets), found in replaced.items():
         for k in found:
             claimed_by[k].add(targets)
+    placements: dict[int, Placement] = {}
     for r in placed_regions:
         members = regions[r]
         distinct = {reaches[i] for i in members}
@@ -212,19 +218,7 @@ def reattribute(
             budget.spend(sum(len(claimed_by[k]) for targets in distinct for k in replaced[(r, targets)]))
         except _OverBudgetError:
             continue
-        answers: dict[frozenset[str], tuple[str, tuple[str, ...]] | None] = {}
-        for targets in distinct:
-            found = replaced[(r, targets)]
-            own = {k for k in found if not any(other.isdisjoint(targets) for other in claimed_by[k])} or found
-            modules: set[str] = set()
-            for k in own:
-                old = g0[k]
-                if old.sources:
-                    modules.update(old.sources)
-                elif old.module is not None:
-                    modules.add(old.module)
-            base = common_ancestor(modules)
-            answers[targets] = None if base is None else (base, tuple(sorted(modules)))
+        answers = {targets: _answer(g0, replaced[(r, targets)], targets, claimed_by) for targets in distinct}
         for i in members:
             answer = answers[reaches[i]]
             if answer is None:
@@ -238,6 +232,56 @@ def reattribute(
             else:
                 placements[i] = Placement(base, AttributionSource.FUSION.value, all_sources)
     return placements
+
+
+def _answer(
+    g0: Sequence[ProvenanceNode],
+    found: set[int],
+    targets: frozenset[str],
+    claimed_by: Mapping[int, set[frozenset[str]]],
+) -> tuple[str, tuple[str, ...]] | None:
+    """The LCA of the modules of the replaced nodes that are this output set's own, and those modules."""
+    own = {k for k in found if not any(other.isdisjoint(targets) for other in claimed_by[k])} or found
+    modules: set[str] = set()
+    for k in own:
+        old = g0[k]
+        if old.sources:
+            modules.update(old.sources)
+        elif old.module is not None:
+            modules.add(old.module)
+    base = common_ancestor(modules)
+    return None if base is None else (base, tuple(sorted(modules)))
+
+
+class _Cones:
+    """The ``G0`` nodes behind a set of output counterparts, back to surviving tensors; each set computed once."""
+
+    def __init__(self, g0: Sequence[ProvenanceNode], kept_g0: set[int], surviving: set[str], budget: _Budget) -> None:
+        self.g0, self.kept_g0, self.surviving, self.budget = g0, kept_g0, surviving, budget
+        self.producer: dict[str, int] = {}
+        for k, n in enumerate(g0):
+            for t in n.outputs:
+                if t:
+                    self.producer.setdefault(t, k)
+        self._cones: dict[frozenset[str], set[int]] = {}
+
+    def of(self, targets: frozenset[str]) -> set[int]:
+        if targets not in self._cones:
+            cone: set[int] = set()
+            stack = list(targets)
+            seen = set(stack)
+            while stack:
+                k = self.producer.get(stack.pop(), -1)
+                if k < 0 or k in self.kept_g0 or k in cone:
+                    continue
+                cone.add(k)
+                self.budget.spend(1 + len(self.g0[k].inputs))
+                for u in self.g0[k].inputs:
+                    if u and u not in self.surviving and u not in seen:
+                        seen.add(u)
+                        stack.append(u)
+            self._cones[targets] = cone
+        return self._cones[targets]
 
 
 _WORK_LIMIT = 1_000_000

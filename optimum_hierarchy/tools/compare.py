@@ -28,7 +28,7 @@ import dataclasses
 import importlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,33 @@ def compare_with_pytorch(
     path = Path(onnx_model)
     proto = load_model_proto(path)
     retriever = HierarchyRetriever(proto)
+    model = _the_exported_model(path, retriever, model)
+    if feeds is None:
+        config = model.config.to_dict() if hasattr(model, "config") else None
+        feeds = generate_inputs(path, shapes=shapes, config=config, seed=seed)
+
+    torch_outputs, started, finished, calls = _run_pytorch(model, dict(feeds))
+    boundaries, status = _boundaries(path, proto, retriever, torch_outputs, calls)
+    candidates = list(dict.fromkeys(t for outs in boundaries.values() for t in outs))
+    types = tensor_types(proto, candidates)
+    floats = [t for t in candidates if types[t].tensor_type.elem_type in _FLOAT_TYPES]
+    values = run_with_tensors(path, floats, feeds, optimization_level=optimization_level)
+    results = _compare_modules(
+        retriever,
+        torch_outputs,
+        started=started,
+        finished=finished,
+        boundaries=boundaries,
+        status=status,
+        values=values,
+        atol=atol,
+        rtol=rtol,
+    )
+    return _summary(retriever, results, atol=atol, rtol=rtol)
+
+
+def _the_exported_model(path: Path, retriever: HierarchyRetriever, model: Any) -> Any:
+    """``model``, loaded if it is a directory; an error if it is not the whole model the file was exported from."""
     if retriever.hierarchy.export.root:
         raise HierarchyError(
             f"{path}: holds the submodule {retriever.hierarchy.export.root!r} of a larger model; compare runs whole "
@@ -265,13 +292,17 @@ def compare_with_pytorch(
         model = load_pytorch_model(model, root_class, retriever.hierarchy.export.model_type)
     if qualified_class_name(model) != root_class:
         raise HierarchyError(f"{path} was exported from {root_class}, not {qualified_class_name(model)}.")
+    return model
 
-    if feeds is None:
-        config = model.config.to_dict() if hasattr(model, "config") else None
-        feeds = generate_inputs(path, shapes=shapes, config=config, seed=seed)
 
-    torch_outputs, started, finished, calls = _run_pytorch(model, dict(feeds))
-
+def _boundaries(
+    path: Path,
+    proto: onnx.ModelProto,
+    retriever: HierarchyRetriever,
+    torch_outputs: Mapping[str, Sequence[np.ndarray]],
+    calls: Mapping[str, int],
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Each module's candidate output tensors in the file, or why it is not compared (its status)."""
     exported = decode_module_outputs(read_props(proto))
     if exported is None:
         logger.warning(
@@ -305,11 +336,22 @@ def compare_with_pytorch(
             boundaries[m] = (
                 module_boundary(proto, retriever, m).outputs if any(n.graph == proto.graph.name for n in own) else ()
             )
-    candidates = list(dict.fromkeys(t for outs in boundaries.values() for t in outs))
-    types = tensor_types(proto, candidates)
-    floats = [t for t in candidates if types[t].tensor_type.elem_type in _FLOAT_TYPES]
-    values = run_with_tensors(path, floats, feeds, optimization_level=optimization_level)
+    return boundaries, status
 
+
+def _compare_modules(
+    retriever: HierarchyRetriever,
+    torch_outputs: Mapping[str, Sequence[np.ndarray]],
+    *,
+    started: Mapping[str, int],
+    finished: Mapping[str, int],
+    boundaries: Mapping[str, tuple[str, ...]],
+    status: Mapping[str, str],
+    values: Mapping[str, np.ndarray],
+    atol: float,
+    rtol: float,
+) -> dict[str, ModuleComparison]:
+    """Each module that ran, in the order it finished: its first output against its file tensor."""
     results: dict[str, ModuleComparison] = {}
     order = sorted(finished, key=finished.__getitem__)
     position = {m: i for i, m in enumerate(order)}
@@ -349,6 +391,13 @@ def compare_with_pytorch(
     for info in retriever.get_module_subtree(""):
         if info.path not in results:
             results[info.path] = ModuleComparison(info.path, info.class_name, -1, status.get(info.path, "did not run"))
+    return results
+
+
+def _summary(
+    retriever: HierarchyRetriever, results: Mapping[str, ModuleComparison], *, atol: float, rtol: float
+) -> Comparison:
+    """The modules in run order, the first that exceeds the tolerance, and the finest that adds the most."""
     modules = tuple(sorted(results.values(), key=lambda r: (r.order < 0, r.order)))
     first = next((r for r in modules if r.exceeds), None)
     compared = {r.module for r in modules if r.status == COMPARED}

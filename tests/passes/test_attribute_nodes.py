@@ -8,7 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from optimum_hierarchy import schema
 from optimum_hierarchy.errors import AttributionError
-from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass
+from optimum_hierarchy.passes.annotate_graph import AnnotateGraphPass
+from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY, AttributeNodesPass, Mode
+from optimum_hierarchy.passes.record_provenance import RecordProvenancePass
 from optimum_hierarchy.schema import ExportInfo, ModuleInfo, ModuleTree, ParameterInfo
 
 TREE = ModuleTree(
@@ -54,7 +56,7 @@ def run(
     proto: onnx.ModelProto, export: ExportInfo | None = None, tree: ModuleTree = TREE, **kw: bool
 ) -> tuple[dict[str, dict[str, str]], ir.Model, bool]:
     model = ir.serde.deserialize_model(proto)
-    result = AttributeNodesPass(tree, export, **kw)(model)
+    result = AnnotateGraphPass(AttributeNodesPass(tree, export, **kw))(model)
     out = ir.serde.serialize_model(result.model)
     props = {}
 
@@ -329,3 +331,27 @@ def test_a_scope_naming_no_module_is_said_on_a_fresh_export(caplog: pytest.LogCa
     with caplog.at_level("WARNING", logger="optimum_hierarchy"):
         annotate_proto(helper.make_model(graph), tree, ExportInfo(), after_the_fact=True)
     assert "matches no module" not in caplog.text
+
+
+def test_the_annotation_is_single_purpose_passes_composed() -> None:
+    """AttributeNodesPass writes the records; provenance and module outputs are passes of their own."""
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="/encoder/Relu")], outputs=("y",))
+    alone = AttributeNodesPass(TREE)(ir.serde.deserialize_model(proto)).model
+    assert alone.graph.node(0).metadata_props[schema.NODE_MODULE_KEY] == "encoder"
+    assert schema.PROVENANCE_KEY not in alone.metadata_props
+    assert schema.MODULE_OUTPUTS_KEY not in alone.metadata_props
+    composed = AnnotateGraphPass(AttributeNodesPass(TREE))(ir.serde.deserialize_model(proto)).model
+    assert {schema.PROVENANCE_KEY, schema.MODULE_OUTPUTS_KEY} <= set(composed.metadata_props)
+    with pytest.raises(ir.passes.PreconditionError, match="AttributeNodesPass"):
+        RecordProvenancePass()(ir.serde.deserialize_model(proto))
+
+
+def test_strict_raises_attribution_error_through_the_composed_passes() -> None:
+    proto = make_model([helper.make_node("Constant", [], ["y"], name="Constant_1", value=t("c"))], outputs=("y",))
+    with pytest.raises(AttributionError):
+        AnnotateGraphPass(AttributeNodesPass(TREE, strict=True))(ir.serde.deserialize_model(proto))
+
+
+def test_provenance_goes_with_the_after_optimizer_mode_only() -> None:
+    with pytest.raises(ValueError, match="AFTER_OPTIMIZER"):
+        AttributeNodesPass(TREE, mode=Mode.AFTER_OPTIMIZER)
