@@ -20,7 +20,7 @@
   const TREE_ROW = 22; // px, as li.module in page.css
   const TREE_OVERSCAN = 30; // rows drawn above and below the visible ones
   const NODE_ROW_ESTIMATE = 21; // px, for a node row not drawn yet while no row of the list is measured
-  const NODE_OVERSCAN = 300; // px drawn above and below the visible part of the table
+  const NODE_OVERSCAN = 200; // px drawn above and below the visible part of the table
 
   const modules = data.modules;
   const nodes = data.nodes;
@@ -305,7 +305,7 @@
       td.title = text;
       tr.append(td);
     });
-    tr.addEventListener("click", () => toggleDetail(i));
+    tr.dataset.index = String(i);
     nodeRows.set(i, tr);
     return tr;
   }
@@ -576,6 +576,11 @@
     if (selected !== null) select(selected);
   });
   byId("search").addEventListener("input", (e) => scheduleSearch(e.target.value));
+  body.addEventListener("click", (e) => {
+    // One listener for every node row, drawn or not yet: a click in a row (not in its detail) opens it.
+    const tr = e.target.closest("tr.node");
+    if (tr && body.contains(tr)) toggleDetail(Number(tr.dataset.index));
+  });
   byId("expand-all").addEventListener("click", () => {
     for (let m = 0; m < modules.length; m++) if (childrenOf[m].length) expanded[m] = 1;
     layoutTree();
