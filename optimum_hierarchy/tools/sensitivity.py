@@ -35,16 +35,19 @@ and each candidate is the float graph with that swap, found by data flow: the qu
 produce the tensors the rest of the graph reads from ``m``'s replaced nodes, and, back from them,
 every quantized node they need that the float graph does not compute. int8's quantizer shares one
 ``DynamicQuantizeLinear`` among the ``MatMul`` nodes that read one tensor (q, k and v): it goes with
-each of them (it depends on that tensor only). Cost: one quantization, one float run, and per candidate
-one ONNX Runtime session and one run.
+each of them (it depends on that tensor only). Cost: one quantization, one float run (every candidate's
+boundary tensors as extra outputs), one run of the quantized file (every candidate at once), and per
+candidate one ONNX Runtime session and one run: N + 2 sessions and runs for N candidates.
 
 fp16 is not computed per weight: the converter decides per node (its block list, the inputs some ops
 keep in float32) and adds ``Cast`` nodes where float16 and float32 meet, and a whole-model conversion
 rounds tensors the single-module one does not. So each candidate's nodes are cut out as a small model
-(with their weights; the tensor types ONNX Runtime infers for the float file, inferred once), converted
+(with their weights, and their tensors' types: the file's value infos, or ONNX Runtime's inference of
+the ones it lacks, run once for all candidates), converted
 with ``keep_io_types`` and spliced back in their place: graph work on the module's nodes only (the
 conversions together touch each candidate's nodes and weights once, about one whole-model conversion),
-then per candidate one session and one run, as for int4 and int8.
+then per candidate one session and one run, as for int4 and int8 (and one more conversion, of every
+candidate's nodes together, for the run with all of them converted).
 """
 
 from __future__ import annotations
