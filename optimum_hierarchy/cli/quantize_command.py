@@ -323,10 +323,11 @@ def _run_plan(a: Namespace, precision: str | None, flags: str, *, allowed: tuple
     if a.plan is not None:
         plan = or_exit(lambda: read_plan(a.plan))
         if precision is not None and precision != plan.precision:
-            fail(f"{a.plan}: a {plan.precision} plan, not {precision}.")
+            fail(f"{a.plan}: the plan is for {plan.precision}, not {precision}.")
         if plan.precision not in allowed:
             fail(
-                f"{a.plan}: a {plan.precision} plan; replay it with `optimum-cli hierarchy {_COMMAND[plan.precision]}`."
+                f"{a.plan}: the plan is for {plan.precision}; replay it with "
+                f"`optimum-cli hierarchy {_COMMAND[plan.precision]}`."
             )
         result = or_exit(lambda: replay_plan(a.model, a.output, plan, feeds=_feeds(a), plan_out=a.plan_out))
     else:

@@ -267,6 +267,12 @@ def test_cli(task_exports: dict[str, Path], tmp_path: Path) -> None:
         "hierarchy", "quantize", str(model), "-o", str(tmp_path / "x.onnx"), "--int4", "--max-error", "0", check=False
     )
     assert unmet.returncode == 1 and "cannot be met: the best error reached" in unmet.stderr + unmet.stdout
+    fp16 = run_cli(
+        "hierarchy", "convert", str(model), "-o", str(tmp_path / "x.onnx"), "--plan", str(tmp_path / "q.plan.json"),
+        check=False,
+    )  # fmt: skip
+    assert fp16.returncode == 1
+    assert "the plan is for int4; replay it with `optimum-cli hierarchy quantize`" in fp16.stderr + fp16.stdout
     assert _listing(tmp_path) == before
 
 
