@@ -138,6 +138,8 @@ class Plan:
     """Shapes of the calibration inputs."""
     tried: tuple[TriedPlan, ...]
     """Every plan tried, in the order tried (the error-versus-size curve)."""
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Modules the ranking could not measure, with its reason: converted in every plan, never kept."""
 
     @property
     def within_budget(self) -> bool:
@@ -160,6 +162,7 @@ class Plan:
             "candidates": list(self.candidates),
             "inputs": self.inputs,
             "tried": [t.to_json() for t in self.tried],
+            "skipped": dict(self.skipped),
         }
 
     @staticmethod
@@ -183,6 +186,7 @@ class Plan:
                 candidates=tuple(str(c) for c in data["candidates"]),
                 inputs={str(k): [int(d) for d in v] for k, v in dict(data["inputs"]).items()},
                 tried=tuple(TriedPlan.from_json(t) for t in data["tried"]),
+                skipped={str(k): str(v) for k, v in dict(data.get("skipped", {})).items()},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise HierarchyError(f"{source}: a malformed precision plan ({type(e).__name__}: {e}).") from e
@@ -313,7 +317,15 @@ def plan_precision(
         candidates=tuple(candidates),
         inputs=measure.shapes,
         tried=tuple(tried.values()),
+        skipped=dict(ranking.skipped),
     )
+    if ranking.skipped:
+        logger.warning(
+            "%s: %d candidates could not be ranked and are converted in every plan: %s",
+            source,
+            len(ranking.skipped),
+            ", ".join(sorted(ranking.skipped)),
+        )
     error = _write(source, target, plan_file, plan, measure, must_meet=True)
     plan = dataclasses.replace(plan, error=error)
     return PlanResult(output=target, plan_file=plan_file, plan=plan, error=error, replayed=False)

@@ -104,7 +104,7 @@ def test_budget_met_on_the_written_file(planned: dict[str, Planned], case: str) 
     assert read_plan(result.plan_file).to_json() == result.plan.to_json() == stored.to_json()
     data = json.loads(result.plan_file.read_text())
     assert data["kept"] == list(kept) and data["budget"] == budget and data["block_size"] == BLOCK
-    assert data["precision"] == "int4" and data["metric"] == "rel_l2"
+    assert data["precision"] == "int4" and data["metric"] == "rel_l2" and data["skipped"] == {}
     # Every plan tried, as data: its measured error matches its verdict; the chosen one is among them.
     assert data["tried"] and all((t["error"] <= budget) == t["within_budget"] for t in data["tried"])
     assert tuple(kept) in {tuple(t["kept"]) for t in data["tried"]}
