@@ -62,8 +62,8 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
         parser.add_argument(
             "--block-size",
             type=int,
-            default=128,
-            help="int4: MatMulNBits block size (default 128; smaller: less error).",
+            default=None,
+            help="int4 only: MatMulNBits block size (default 128; smaller: less error).",
         )
         sample = parser.add_mutually_exclusive_group()
         sample.add_argument(
@@ -133,7 +133,7 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
                 precision=a.precision,
                 granularity=a.granularity,
                 metric=a.metric,
-                block_size=a.block_size,
+                block_size=128 if a.block_size is None else a.block_size,
                 feeds=feeds,
                 shapes=parse_shapes(a.shape),
                 seed=a.seed,
@@ -156,6 +156,8 @@ def _feeds(a: Namespace) -> dict[str, Any] | None:
     from optimum_hierarchy.errors import HierarchyError
     from optimum_hierarchy.tools import calibration
 
+    if a.block_size is not None and a.precision != "int4":
+        raise HierarchyError(f"--block-size {a.block_size}: int4's block size; --{a.precision} has none. Drop it.")
     if not a.model.is_file():
         raise HierarchyError(f"{a.model}: no such ONNX file.")
     if a.inputs is not None:

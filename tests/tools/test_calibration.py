@@ -154,6 +154,8 @@ def _bad_inputs(case: str, tmp_path: Path, bert: Path) -> tuple[list[str], list[
         return ["--inputs", str(npz)], [str(npz), "'attention_mask' has 1 dimensions [4]; the model takes 2"]
     if case == "no such npz":
         return ["--inputs", str(npz)], [str(npz), "no such file"]
+    if case == "block size without int4":
+        return ["--block-size", "32"], ["--block-size 32: int4's block size; --int8 has none"]
     if case == "no tokenizer":
         return ["--text", "the cat"], ["--text", f"no tokenizer in {bert.parent}", "save_pretrained"]
     if case == "no image processor":
@@ -171,6 +173,7 @@ BAD = (
     "wrong dtype",
     "wrong rank",
     "no such npz",
+    "block size without int4",
     "no tokenizer",
     "no image processor",
 )
