@@ -318,11 +318,19 @@ def _point(plan: Any) -> tuple[float, float, str]:
 
 
 def plan_curve_figure(
-    tried: Sequence[Any], *, budget: float | None = None, chosen: int | None = None, metric: str = "error"
+    tried: Sequence[Any],
+    *,
+    budget: float | None = None,
+    chosen: int | None = None,
+    others: Sequence[tuple[float, float, str]] = (),
+    metric: str = "error",
 ) -> Figure:
     """The error (``metric``) against the size in MB of each plan in ``tried``: ``(size_bytes, error, label)``
-    tuples or plan objects with those attributes. ``budget``: the error budget, a horizontal line; ``chosen``:
-    the index in ``tried`` of the plan picked, circled."""
+    tuples or plan objects with those attributes, joined along their front (each plan smaller or better than
+    every other one of its size or less). ``budget``: the error budget, a horizontal line; ``chosen``: the index
+    in ``tried`` of the plan picked, circled; ``others``: ``(size_bytes, error, label)`` of other choices to
+    compare with (fixed patterns, random picks), drawn as squares. A label several plans share is written once
+    (each point's tooltip still names it)."""
     points = [_point(p) for p in tried]
     figure = _figure(8.0, 5.0)
     axes = figure.add_subplot()
@@ -330,22 +338,31 @@ def plan_curve_figure(
         _empty(axes, "no plan was tried")
         return figure
     order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    xs = [points[i][0] / 1e6 for i in order]
-    ys = [points[i][1] for i in order]
-    axes.plot(xs, ys, color="#1f77b4", alpha=0.4, linewidth=1)
+    front: list[int] = []
+    for i in order:
+        if not front or points[i][1] < points[front[-1]][1]:
+            front.append(i)
+    axes.plot([points[i][0] / 1e6 for i in front], [points[i][1] for i in front], color="#1f77b4", alpha=0.4)
+    written: set[str] = set()
     for i in order:
         size, error, label = points[i]
         gid = _title(figure, f"oh-plan-point-{i}", f"{label}: {size / 1e6:.3f} MB, {metric} {error:.4g}")
         axes.plot([size / 1e6], [error], marker="o", color="#1f77b4", linestyle="none", gid=gid)
-        axes.annotate(label, (size / 1e6, error), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        if label not in written:
+            written.add(label)
+            axes.annotate(label, (size / 1e6, error), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    for k, (size, error, label) in enumerate(others):
+        gid = _title(figure, f"oh-plan-other-{k}", f"{label}: {size / 1e6:.3f} MB, {metric} {error:.4g}")
+        axes.plot([size / 1e6], [error], marker="s", color="#ff7f0e", linestyle="none", gid=gid)
+        axes.annotate(label, (size / 1e6, error), textcoords="offset points", xytext=(-4, 4), ha="right", fontsize=6)
     if chosen is not None:
         size, error, _ = points[chosen]
         axes.plot([size / 1e6], [error], marker="o", markersize=14, fillstyle="none", color="#d62728", label="chosen")
     if budget is not None:
         axes.axhline(budget, color="#d62728", linestyle="--", linewidth=1, label=f"budget {budget:g}")
-    if all(y > 0 for y in ys):
+    if all(p[1] > 0 for p in [*points, *others]):
         axes.set_yscale("log")
-    axes.set_xlabel("size of the weights (MB)")
+    axes.set_xlabel("size of the file (MB)")
     axes.set_ylabel(metric)
     axes.set_title("Error against size of the plans tried", fontsize="medium")
     axes.grid(True, alpha=0.3)
@@ -355,7 +372,12 @@ def plan_curve_figure(
 
 
 def plan_curve(
-    tried: Sequence[Any], *, budget: float | None = None, chosen: int | None = None, metric: str = "error"
+    tried: Sequence[Any],
+    *,
+    budget: float | None = None,
+    chosen: int | None = None,
+    others: Sequence[tuple[float, float, str]] = (),
+    metric: str = "error",
 ) -> str:
     """:func:`plan_curve_figure` as SVG text."""
-    return to_svg(plan_curve_figure(tried, budget=budget, chosen=chosen, metric=metric))
+    return to_svg(plan_curve_figure(tried, budget=budget, chosen=chosen, others=others, metric=metric))

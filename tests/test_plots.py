@@ -179,9 +179,13 @@ def test_plan_curve_one_point_per_plan() -> None:
     assert len(_groups(root, "oh-plan-point-")) == 2
     assert "encoder.layer.0.*, pooler" in _texts(root) and "nothing kept" in _texts(root)
     tried = [_Tried("all", (), 4_000_000, 0.3), _Tried("bisect", ("a", "b", "c"), 9_000_000, 0.01)]
-    root = _parse(plots.plan_curve(tried))
-    assert len(_groups(root, "oh-plan-point-")) == 2
-    assert "all: 0 kept" in _texts(root) and "bisect: 3 kept" in _texts(root)
+    tried += [_Tried("eliminate", ("a", "b"), 8_000_000, 0.02 + k / 100) for k in range(3)]
+    others = [(7_000_000, 0.2, "first and last layers"), (5_000_000, 0.25, "k_quant_mixed")]
+    root = _parse(plots.plan_curve(tried, others=others))
+    assert len(_groups(root, "oh-plan-point-")) == len(tried) and len(_groups(root, "oh-plan-other-")) == 2
+    texts = _texts(root).split("\n")
+    assert {"all: 0 kept", "bisect: 3 kept", "first and last layers", "k_quant_mixed"} <= set(texts)
+    assert texts.count("eliminate: 2 kept") == 1  # a label three plans share, written once
 
 
 def test_empty_data_draws_a_message() -> None:
