@@ -79,3 +79,58 @@ def query(command: Any, produce: Callable[[Any], Any], render: Callable[[Any], A
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
         make_console().print(render(data))
+
+
+def calibration_arguments(parser: ArgumentParser, generated: str) -> None:
+    """``--inputs``, ``--text``, ``--texts``, ``--images`` (one of them) and ``--shape``: the calibration inputs.
+
+    ``generated`` says what the command uses when none is given (with the ``--shape`` sizes).
+    """
+    sample = parser.add_mutually_exclusive_group()
+    sample.add_argument(
+        "--inputs",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help=f"Calibration inputs: one array per graph input, by name (default: {generated}).",
+    )
+    sample.add_argument(
+        "--text",
+        nargs="+",
+        default=None,
+        metavar="TEXT",
+        help="Calibration text, tokenized by the tokenizer saved in the model's directory.",
+    )
+    sample.add_argument(
+        "--texts", type=Path, default=None, metavar="FILE.txt", help="Calibration text, one sample a line."
+    )
+    sample.add_argument(
+        "--images",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="IMAGE",
+        help="Calibration images, processed by the image processor saved in the model's directory (PIL).",
+    )
+    shape_argument(parser, "A dimension of the generated inputs, e.g. batch_size=4 (repeatable).")
+
+
+def calibration_feeds(a: Any) -> dict[str, Any] | None:
+    """The calibration inputs :func:`calibration_arguments` gave, checked against ``a.model``; None: none given."""
+    from optimum_hierarchy.errors import HierarchyError
+    from optimum_hierarchy.tools import calibration
+
+    if not a.model.is_file():
+        raise HierarchyError(f"{a.model}: no such ONNX file.")
+    if a.inputs is not None:
+        feeds, what = calibration.load_npz(a.inputs), f"--inputs {a.inputs}"
+    elif a.text is not None:
+        feeds, what = calibration.text_feeds(a.model, a.text), "--text"
+    elif a.texts is not None:
+        texts = calibration.read_text_file(a.texts)
+        feeds, what = calibration.text_feeds(a.model, texts, what=f"--texts {a.texts}"), f"--texts {a.texts}"
+    elif a.images is not None:
+        feeds, what = calibration.image_feeds(a.model, a.images), "--images"
+    else:
+        return None
+    return calibration.check_feeds(a.model, feeds, what=what)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum_hierarchy.cli.common import json_argument, shape_argument
+from optimum_hierarchy.cli.common import calibration_arguments, calibration_feeds, json_argument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -245,33 +245,7 @@ def _plan_arguments(parser: ArgumentParser, done: str) -> None:
         metavar="FILE",
         help="Where to write the plan's JSON (default: <output stem>.plan.json beside the output).",
     )
-    sample = parser.add_mutually_exclusive_group()
-    sample.add_argument(
-        "--inputs",
-        type=Path,
-        default=None,
-        metavar="FILE.npz",
-        help="Calibration inputs: one array per graph input, by name (default: generated inputs, see --shape).",
-    )
-    sample.add_argument(
-        "--text",
-        nargs="+",
-        default=None,
-        metavar="TEXT",
-        help="Calibration text, tokenized by the tokenizer saved in the model's directory.",
-    )
-    sample.add_argument(
-        "--texts", type=Path, default=None, metavar="FILE.txt", help="Calibration text, one sample a line."
-    )
-    sample.add_argument(
-        "--images",
-        nargs="+",
-        type=Path,
-        default=None,
-        metavar="IMAGE",
-        help="Calibration images, processed by the image processor saved in the model's directory (PIL).",
-    )
-    shape_argument(parser, "A size of the generated calibration inputs, e.g. batch_size=4 (repeatable).")
+    calibration_arguments(parser, "generated inputs, see --shape")
 
 
 def _quiet() -> None:
@@ -284,24 +258,10 @@ def _quiet() -> None:
 
 def _feeds(a: Namespace) -> dict[str, np.ndarray]:
     """The calibration inputs the arguments give (as ``hierarchy sensitivity`` reads them), or generated ones."""
-    from optimum_hierarchy.errors import HierarchyError
-    from optimum_hierarchy.tools import calibration
     from optimum_hierarchy.tools.inputs import generate_inputs, parse_shapes
 
-    if not a.model.is_file():
-        raise HierarchyError(f"{a.model}: no such ONNX file.")
-    if a.inputs is not None:
-        feeds, what = calibration.load_npz(a.inputs), f"--inputs {a.inputs}"
-    elif a.text is not None:
-        feeds, what = calibration.text_feeds(a.model, a.text), "--text"
-    elif a.texts is not None:
-        texts = calibration.read_text_file(a.texts)
-        feeds, what = calibration.text_feeds(a.model, texts, what=f"--texts {a.texts}"), f"--texts {a.texts}"
-    elif a.images is not None:
-        feeds, what = calibration.image_feeds(a.model, a.images), "--images"
-    else:
-        return generate_inputs(a.model, shapes=parse_shapes(a.shape))
-    return calibration.check_feeds(a.model, feeds, what=what)
+    feeds = calibration_feeds(a)
+    return generate_inputs(a.model, shapes=parse_shapes(a.shape)) if feeds is None else feeds
 
 
 _COMMAND = {"int4": "quantize", "int8": "quantize", "fp16": "convert"}

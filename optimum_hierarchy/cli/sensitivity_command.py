@@ -16,7 +16,13 @@ from typing import Any
 
 from optimum.commands.base import BaseOptimumCLICommand
 
-from optimum_hierarchy.cli.common import json_argument, model_argument, model_explorer_argument, shape_argument
+from optimum_hierarchy.cli.common import (
+    calibration_arguments,
+    calibration_feeds,
+    json_argument,
+    model_argument,
+    model_explorer_argument,
+)
 
 METRICS = ("rel_l2", "cosine", "max_abs", "kl", "top1")
 """optimum_hierarchy.tools.sensitivity.METRICS (not imported: this module is imported at optimum-cli start-up)."""
@@ -65,29 +71,7 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
             default=None,
             help="int4 only: MatMulNBits block size (default 128; smaller: less error).",
         )
-        sample = parser.add_mutually_exclusive_group()
-        sample.add_argument(
-            "--inputs", type=Path, default=None, help="An .npz of the graph inputs (default: generated, as profile)."
-        )
-        sample.add_argument(
-            "--text",
-            nargs="+",
-            default=None,
-            metavar="TEXT",
-            help="Calibration text, tokenized by the tokenizer saved in the model's directory.",
-        )
-        sample.add_argument(
-            "--texts", type=Path, default=None, metavar="FILE.txt", help="Calibration text, one sample a line."
-        )
-        sample.add_argument(
-            "--images",
-            nargs="+",
-            type=Path,
-            default=None,
-            metavar="IMAGE",
-            help="Calibration images, processed by the image processor saved in the model's directory (PIL).",
-        )
-        shape_argument(parser, "A dimension of the generated inputs (batch_size=1, sequence_length=128); repeatable.")
+        calibration_arguments(parser, "generated, as profile")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the generated inputs.")
         parser.add_argument("--top", type=int, default=None, help="Show only the N most sensitive modules.")
         json_argument(parser)
@@ -154,24 +138,10 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
 def _feeds(a: Namespace) -> dict[str, Any] | None:
     """The calibration inputs the arguments give, checked against the model; ``None``: generate them."""
     from optimum_hierarchy.errors import HierarchyError
-    from optimum_hierarchy.tools import calibration
 
     if a.block_size is not None and a.precision != "int4":
         raise HierarchyError(f"--block-size {a.block_size}: int4's block size; --{a.precision} has none. Drop it.")
-    if not a.model.is_file():
-        raise HierarchyError(f"{a.model}: no such ONNX file.")
-    if a.inputs is not None:
-        feeds, what = calibration.load_npz(a.inputs), f"--inputs {a.inputs}"
-    elif a.text is not None:
-        feeds, what = calibration.text_feeds(a.model, a.text), "--text"
-    elif a.texts is not None:
-        texts = calibration.read_text_file(a.texts)
-        feeds, what = calibration.text_feeds(a.model, texts, what=f"--texts {a.texts}"), f"--texts {a.texts}"
-    elif a.images is not None:
-        feeds, what = calibration.image_feeds(a.model, a.images), "--images"
-    else:
-        return None
-    return calibration.check_feeds(a.model, feeds, what=what)
+    return calibration_feeds(a)
 
 
 def _render(report: Any, top: int | None) -> None:
