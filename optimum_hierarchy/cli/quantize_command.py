@@ -245,6 +245,13 @@ def _plan_arguments(parser: ArgumentParser, done: str) -> None:
         metavar="FILE",
         help="Where to write the plan's JSON (default: <output stem>.plan.json beside the output).",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="OUT.svg|OUT.png",
+        help="--max-error or --plan: also draw the error against file size of the plans tried (SVG or PNG).",
+    )
     calibration_arguments(parser, "generated inputs, see --shape")
 
 
@@ -280,6 +287,10 @@ def _run_plan(a: Namespace, precision: str | None, flags: str, *, allowed: tuple
         fail("--max-error and --plan: a plan already says which modules to keep; give one of them.")
     if conflicts:
         fail(f"{conflicts} with {'--plan' if a.plan is not None else '--max-error'}: the plan decides what is kept.")
+    if a.plot is not None:
+        from optimum_hierarchy import plots
+
+        or_exit(lambda: plots.check_path(a.plot))
     if a.plan is not None:
         plan = or_exit(lambda: read_plan(a.plan))
         if precision is not None and precision != plan.precision:
@@ -313,7 +324,20 @@ def _run_plan(a: Namespace, precision: str | None, flags: str, *, allowed: tuple
                 **options,
             )
         )
+    if a.plot is not None:
+        _plot_plan(result, a.plot)
     _print_plan(result, as_json=a.json)
+
+
+def _plot_plan(result: PlanResult, path: Path) -> None:
+    """The plans tried (error against size), the budget, and the file written circled."""
+    from optimum_hierarchy import plots
+    from optimum_hierarchy.cli.output import or_exit
+
+    plan = result.plan
+    tried = [*plan.tried, (plan.size_bytes, result.error, "written")]
+    figure = plots.plan_curve_figure(tried, budget=plan.budget, chosen=len(tried) - 1, metric=plan.metric)
+    or_exit(lambda: plots.save(figure, path))
 
 
 def plan_data(result: PlanResult) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import onnx
@@ -243,9 +244,15 @@ def test_cli(task_exports: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "q.onnx"
     completed = run_cli(
         "hierarchy", "quantize", str(model), "-o", str(out), "--int4", "--block-size", str(BLOCK),
-        "--max-error", "0.05", "--json",
+        "--max-error", "0.05", "--json", "--plot", str(tmp_path / "curve.svg"),
     )  # fmt: skip
     data = json.loads(completed.stdout)
+    # The curve: one point per plan tried, plus the file written, each with its error in its tooltip.
+    svg = ElementTree.parse(tmp_path / "curve.svg").getroot()
+    points = [g for g in svg.iter("{http://www.w3.org/2000/svg}g") if g.get("id", "").startswith("oh-plan-point-")]
+    assert len(points) == len(data["plan"]["tried"]) + 1
+    (curve,) = [g for g in points if "written:" in "".join(g.itertext())]
+    assert f"{data['error']:.4g}" in "".join(curve.itertext())
     feeds = generate_inputs(model)
     measured = _rel_l2(_run(model, feeds), _run(out, feeds))
     assert data["error"] == pytest.approx(measured, rel=1e-9) and measured <= 0.05
@@ -273,6 +280,11 @@ def test_cli(task_exports: dict[str, Path], tmp_path: Path) -> None:
     )  # fmt: skip
     assert fp16.returncode == 1
     assert "the plan is for int4; replay it with `optimum-cli hierarchy quantize`" in fp16.stderr + fp16.stdout
+    bad_plot = run_cli(
+        "hierarchy", "quantize", str(model), "-o", str(tmp_path / "x.onnx"), "--int4", "--max-error", "0.05",
+        "--plot", str(tmp_path / "curve.pdf"), check=False,
+    )  # fmt: skip
+    assert bad_plot.returncode == 1 and "curve.pdf" in bad_plot.stderr + bad_plot.stdout
     assert _listing(tmp_path) == before
 
 
