@@ -31,6 +31,9 @@ Layout (schema version 1):
     re-attribute fused nodes exactly (see :mod:`optimum_hierarchy.provenance`).
   - ``pkg.optimum_hierarchy.module_outputs``: each module's output tensors in the graph as exported,
     written once, at export.
+  - ``pkg.optimum_hierarchy.precision_plan``: the plan of ``hierarchy quantize|convert --max-error``
+    (the modules kept in higher precision and the error measured; :mod:`optimum_hierarchy.tools.plan`),
+    written by that command only, kept when the file is re-annotated.
 
 :data:`KEYS` lists every key we write with its encoding and what becomes of it when a graph is
 transformed (optimized, quantized, converted, extracted). A model's or node's metadata is read with
