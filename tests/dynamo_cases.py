@@ -1,4 +1,4 @@
-"""Tiny models for the dynamo tests, and where their session-scoped exports are (tests/dynamo/conftest.py)."""
+"""Tiny models for the dynamo tests; their session-scoped exports are the `dynamo_cases` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -49,11 +49,11 @@ SCOPES = {
     "/enc/layer.0/dense/": "enc.layer.0.dense",
     "/enc/layer/1/": "enc.layer.1",  # one segment per level
     "/enc/layer.1/dense/": "enc.layer.1.dense",
-    "/enc/enc.layer/": "enc.layer",  # the exporter repeating a container level (README)
-    "/head_1/": "head",  # a module called a second time (README)
+    "/enc/enc.layer/": "enc.layer",  # the exporter repeating a container level (docs/attribution.md, `scope`)
+    "/head_1/": "head",  # a module called a second time (docs/attribution.md, `scope`)
     "/blöck/ω/": "blöck.ω",
 }
-"""TorchScript scopes and the module each names, by the README's rules (written here, not computed)."""
+"""TorchScript scopes and the module each names, by the rules of docs/attribution.md (written here, not computed)."""
 
 UNRESOLVED_SCOPES = ("/nope/", "/enc/layer.7/", "/enc//", "/enc/layer..0/", "/.enc/", "/enc./")
 UNSCOPED_NAMES = ("", "MatMul_3", "onnx::Add_5", "节点", "Constant_0", "/enc/layer.0/dense/")

@@ -3,7 +3,7 @@ nothing is half-written (the inputs are unchanged, no model or temporary file is
 
 Cases already covered elsewhere are not repeated here: a missing model directory, one without config.json,
 an output that is a file or under a file (``tests/cli``); missing files, modules and nodes of the query
-commands (``tests/query/test_cli.py``); garbage and empty files (``tests/test_annotate.py``); remote code
+commands (``tests/cli/test_query_command.py``); garbage and empty files (``tests/annotation/test_file.py``); remote code
 and malformed metadata (``test_untrusted_metadata.py``).
 """
 

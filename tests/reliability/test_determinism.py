@@ -2,7 +2,7 @@
 hash seed (which changes the iteration order of every set and of dicts built from them); annotating an
 annotated file changes nothing.
 
-Already covered elsewhere: annotating an export twice (``tests/test_annotate.py``), restoring an
+Already covered elsewhere: annotating an export twice (``tests/annotation/test_file.py``), restoring an
 O2-optimized model twice (``tests/test_provenance.py``), random graphs (``test_fuzz.py``).
 """
 
