@@ -124,3 +124,110 @@ def test_kept_modules_give_a_sorted_graph_that_passes_the_checker(
     before = {n.name: hierarchy(n) for n in onnx.load(str(source), load_external_data=False).graph.node}
     after = {n.name: hierarchy(n) for n in converted.graph.node}
     assert before and all(after[name] == props for name, props in before.items())
+
+
+# --- kept modules compute in float32 (issue 23): checked against the float file and its own graph ----------------
+
+_LAYER0 = "encoder.layer.0"
+
+
+def _bert_feeds() -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(0).integers(0, 100, (2, 7))
+    return {"input_ids": ids, "attention_mask": np.ones((2, 7), np.int64), "token_type_ids": np.zeros((2, 7), np.int64)}
+
+
+def _run(path: Path) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, _bert_feeds())[0])
+
+
+def _rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _crossing_float_tensors(proto: onnx.ModelProto, kept_root: str) -> set[str]:
+    """Float tensors one region produces and the other reads, in the file before conversion. The graph's float
+    outputs are read by the float32 side (the files are converted with ``keep_io_types``); its inputs are integers."""
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    made = {t: _within(module_of(n) or "", [kept_root]) for n in proto.graph.node for t in n.output}
+    crossing = set()
+    for node in proto.graph.node:
+        kept = _within(module_of(node) or "", [kept_root])
+        crossing |= {t for t in node.input if t in made and made[t] != kept}
+    crossing |= {o.name for o in proto.graph.output if not made[o.name]}
+    assert all(i.type.tensor_type.elem_type != onnx.TensorProto.FLOAT for i in proto.graph.input)
+    return {t for t in crossing if types.get(t) == onnx.TensorProto.FLOAT}
+
+
+@pytest.fixture(scope="module")
+def bert_fp16(task_exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny BERT's file converted with nothing, layer 0, and everything kept (float32 inputs and outputs)."""
+    from optimum_hierarchy.tools.fp16 import convert_fp16
+
+    out = tmp_path_factory.mktemp("fp16_kept")
+    source = task_exports["bert"] / "model.onnx"
+    files = {"float": source}
+    for name, keep in (("nothing", []), ("layer0", [_LAYER0]), ("everything", ["**"])):
+        convert_fp16(source, out / f"{name}.onnx", keep_fp32_modules=keep, keep_io_types=True)
+        files[name] = out / f"{name}.onnx"
+    return files
+
+
+def test_keeping_every_module_gives_the_float_model_bit_for_bit(bert_fp16: dict[str, Path], tmp_path: Path) -> None:
+    from optimum_hierarchy.tools.fp16 import convert_fp16
+
+    reference = _run(bert_fp16["float"])
+    assert np.array_equal(_run(bert_fp16["everything"]), reference)
+    # With float16 outputs: the float output, rounded once.
+    convert_fp16(bert_fp16["float"], tmp_path / "root.onnx", keep_fp32_modules=["**"])
+    half = _run(tmp_path / "root.onnx")
+    assert half.dtype == np.float16 and np.array_equal(half, reference.astype(np.float16))
+
+
+def test_a_kept_layer_has_no_float16_inside_and_one_cast_per_crossing_tensor(bert_fp16: dict[str, Path]) -> None:
+    source = onnx.load(str(bert_fp16["float"]))
+    crossing = _crossing_float_tensors(source, _LAYER0)
+    assert crossing
+    converted = onnx.load(str(bert_fp16["layer0"]))
+    inferred = onnx.shape_inference.infer_shapes(converted)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+    inside = [n for n in converted.graph.node if _within(module_of(n) or "", [_LAYER0])]
+    assert len(inside) >= sum(_within(module_of(n) or "", [_LAYER0]) for n in source.graph.node)
+    made = {t for n in inside for t in n.output}
+    internal = made & {t for n in inside for t in n.input}
+    assert internal and all(t in types for t in internal)
+    assert [t for t in internal if types[t] == onnx.TensorProto.FLOAT16] == []
+    assert sum(types[t] == onnx.TensorProto.FLOAT for t in internal) > 10
+    casts = sum(n.op_type == "Cast" for n in converted.graph.node) - sum(n.op_type == "Cast" for n in source.graph.node)
+    assert casts == len(crossing)
+
+
+def test_the_error_decreases_as_more_is_kept(bert_fp16: dict[str, Path]) -> None:
+    reference = _run(bert_fp16["float"])
+    errors = [_rel_l2(_run(bert_fp16[name]), reference) for name in ("nothing", "layer0", "everything")]
+    assert errors[0] > 0 and errors[0] >= errors[1] >= errors[2] == 0.0, errors
+
+
+@pytest.mark.parametrize("keep_io_types", [False, True])
+def test_kept_layer_file_passes_the_checker_and_keeps_every_module(
+    task_exports: dict[str, Path], tmp_path: Path, keep_io_types: bool
+) -> None:
+    from optimum_hierarchy.tools.fp16 import convert_fp16
+
+    source = task_exports["bert"] / "model.onnx"
+    output = tmp_path / "fp16.onnx"
+    convert_fp16(source, output, keep_fp32_modules=[_LAYER0, "encoder.layer.1.output"], keep_io_types=keep_io_types)
+    converted = onnx.load(str(output))
+    onnx.checker.check_model(converted, full_check=True)
+    before = {n.name: module_of(n) for n in onnx.load(str(source), load_external_data=False).graph.node}
+    after = {n.name: module_of(n) for n in converted.graph.node}
+    assert before and all(after[name] == module for name, module in before.items())
+    added = [n for n in converted.graph.node if n.name not in before]
+    assert added and all(n.op_type == "Cast" for n in added)
+    for node in added:  # attributed, or unattributed with the reason
+        assert module_of(node) is not None or any(p.key.endswith(".reason") for p in node.metadata_props)
+    want = onnx.TensorProto.FLOAT if keep_io_types else onnx.TensorProto.FLOAT16
+    assert converted.graph.output[0].type.tensor_type.elem_type == want
+    assert _run(output).dtype == (np.float32 if keep_io_types else np.float16)
