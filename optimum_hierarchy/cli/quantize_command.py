@@ -85,7 +85,6 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
         json_argument(parser, instead_of="text")
 
     def run(self) -> None:
-        from optimum_hierarchy.cli.output import console as make_console
         from optimum_hierarchy.cli.output import or_exit, print_error
         from optimum_hierarchy.tools.int4 import quantize_int4
 
@@ -119,30 +118,7 @@ class QuantizeCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum i
                 include_modules=a.include_modules,
             )
         )
-        data = {
-            "output": str(result.output),
-            "external_data": result.external_data,
-            "selection": {
-                "exclude_modules": list(result.selection.exclude_modules),
-                "include_modules": list(result.selection.include_modules),
-                "matched": {k: list(v) for k, v in result.selection.matched.items()},
-                "kept_float_nodes": result.selection.float_nodes,
-            },
-            "quantized": [{"node": n, "module": m} for n, m in result.quantized],
-            "attributed": result.summary.attributed,
-            "nodes": result.summary.nodes,
-        }
-        if a.json:
-            sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-            return
-        console = make_console()
-        console.print(f"Wrote {result.output}: {len(result.quantized)} MatMul weights in int4.", highlight=False)
-        console.print(f"Selection: {result.selection.describe()}.", highlight=False)
-        modules = sorted({m or "(unattributed)" for _, m in result.quantized})
-        if modules:
-            shown = ", ".join(modules[:8]) + (f", ... ({len(modules)} modules)" if len(modules) > 8 else "")
-            console.print(f"Quantized modules: {shown}", highlight=False)
-        console.print(f"Hierarchy: {result.summary.describe()}", highlight=False)
+        _print_quantized(result, "int4", as_json=a.json)
 
 
 class ConvertCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimum is untyped
@@ -377,7 +353,6 @@ def _print_plan(result: PlanResult, *, as_json: bool) -> None:
 
 
 def _run_int8(a: Namespace) -> None:
-    from optimum_hierarchy.cli.output import console as make_console
     from optimum_hierarchy.cli.output import or_exit
     from optimum_hierarchy.tools.int8 import quantize_int8
 
@@ -390,6 +365,13 @@ def _run_int8(a: Namespace) -> None:
             include_modules=a.include_modules,
         )
     )
+    _print_quantized(result, "int8", as_json=a.json)
+
+
+def _print_quantized(result: Any, precision: str, *, as_json: bool) -> None:
+    """What ``quantize --int4|--int8`` prints: JSON, or the file, the selection and the modules quantized."""
+    from optimum_hierarchy.cli.output import console as make_console
+
     data = {
         "output": str(result.output),
         "external_data": result.external_data,
@@ -403,10 +385,14 @@ def _run_int8(a: Namespace) -> None:
         "attributed": result.summary.attributed,
         "nodes": result.summary.nodes,
     }
-    if a.json:
+    if as_json:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     console = make_console()
-    console.print(f"Wrote {result.output}: {len(result.quantized)} MatMul weights in int8.", highlight=False)
+    console.print(f"Wrote {result.output}: {len(result.quantized)} MatMul weights in {precision}.", highlight=False)
     console.print(f"Selection: {result.selection.describe()}.", highlight=False)
+    modules = sorted({m or "(unattributed)" for _, m in result.quantized})
+    if modules:
+        shown = ", ".join(modules[:8]) + (f", ... ({len(modules)} modules)" if len(modules) > 8 else "")
+        console.print(f"Quantized modules: {shown}", highlight=False)
     console.print(f"Hierarchy: {result.summary.describe()}", highlight=False)
