@@ -18,8 +18,12 @@ the root", so nothing next to it can be placed finer than the truth allows.
 
 Evidence is used once every neighbour is attributed; where unattributed nodes only neighbour each
 other (chains of fused nodes after optimization), each connected group gets the LCA of everything
-around it. What is left inside a subgraph body inherits the node owning the body (``subgraph``).
-A node none of this reaches stays unattributed.
+around it. A group is a connected component of "one waits for the other", taken both ways (a node
+that only shapes constants does not wait for its producers, but they wait for it), so it is the same
+whichever of its nodes comes first; every node's evidence is read before any group is placed, and
+no group neighbours another, so neither the order of the nodes nor that of the groups matters.
+What is left inside a subgraph body inherits the node owning the body (``subgraph``), level by
+level: only from owners placed before that step. A node none of this reaches stays unattributed.
 """
 
 from __future__ import annotations
@@ -164,12 +168,14 @@ class _ContextPlacer:
         return still
 
     def _inherit_from_owners(self, pending: list[int]) -> None:
-        """A node of an ``If`` / ``Loop`` / ``Scan`` body goes where the node owning the body is."""
-        for i in pending:
-            parent = self.around.sites[i].parent
-            j = self.around.index.get(id(parent)) if parent is not None else None
-            if j is not None and j in self.modules:
-                self.assign(i, self.modules[j], AttributionSource.SUBGRAPH)
+        """A node of an ``If`` / ``Loop`` / ``Scan`` body goes where the node owning the body is.
+
+        Only owners placed before this step count (not one placed by it, a level up), whatever the node order.
+        """
+        owner = self.around.owner
+        inherited = [(i, self.modules[owner[i]]) for i in pending if i in owner and owner[i] in self.modules]
+        for i, path in inherited:
+            self.assign(i, path, AttributionSource.SUBGRAPH)
 
     def evidence(self, i: int) -> Evidence:
         around, root, modules = self.around, self.root, self.modules
@@ -177,6 +183,11 @@ class _ContextPlacer:
         params = [o for o in map(self.view.owner_of_name, self.view.table.inputs[i]) if o is not None]
         ev = Evidence(known=list(params), unknown=[], from_params=_lca(params) if params else None)
         ev.root_witness = root in params
+        # In the body of a node at the root. That node waits for its body's nodes, so it is placed before this
+        # one only by direct evidence (or with it, in one group: see _settle_groups), whatever the node order.
+        body_owner = around.owner.get(i)
+        if body_owner is not None and modules.get(body_owner) == root:
+            ev.root_witness = True
         neighbours = around.consumers_of[i] + around.children.get(i, [])
         if around.computes[i]:
             for value in node.inputs:
@@ -220,7 +231,8 @@ class Evidence:
     from_params: str | None
     """LCA of the owners of the parameters it reads."""
     root_witness: bool = False
-    """It reads a graph input, or a neighbour (or parameter owner) was placed at the root by direct evidence."""
+    """It reads a graph input or a parameter of the root, a neighbour was placed at the root by direct evidence (or
+    is a consumer it only shapes constants for), or the node owning its body is at the root."""
 
 
 def _settle_groups(
@@ -229,38 +241,60 @@ def _settle_groups(
     place: Callable[[int, str, AttributionSource, bool], None],
     served: Callable[[int], list[int]],
 ) -> bool:
-    """Attribute each connected group of unknown nodes to the LCA of everything around it."""
-    pending_set = set(pending)
+    """Attribute each connected group of unknown nodes to the LCA of everything around it.
+
+    The groups are the connected components of the pending nodes where one waits for the other, either way round,
+    so a group does not depend on which of its nodes is met first. Every node's evidence is read before any group
+    is placed; a pending neighbour of a group's node is in that group, so placing one group changes nothing around
+    another. Each node's evidence is read once.
+    """
+    found = {i: evidence(i) for i in pending}
+    links: dict[int, list[int]] = {i: [] for i in pending}
+    for i, ev in found.items():
+        for j in ev.unknown:
+            if j in links:
+                links[i].append(j)
+                links[j].append(i)
     seen: set[int] = set()
     progress = False
     for start in pending:
         if start in seen:
             continue
-        group, known, stack = [], [], [start]
-        witnesses: dict[int, bool] = {}
         seen.add(start)
-        while stack:
-            i = stack.pop()
-            group.append(i)
-            ev = evidence(i)
-            known += ev.known
-            witnesses[i] = ev.root_witness
-            for j in ev.unknown:
-                if j in pending_set and j not in seen:
+        group = [start]
+        for i in group:  # grows while it is read: breadth first
+            for j in links[i]:
+                if j not in seen:
                     seen.add(j)
-                    stack.append(j)
-        changed = True
-        while changed:  # constants serving a witnessed node of the group go with it
-            changed = False
-            for i in group:
-                if not witnesses[i] and any(witnesses.get(j, False) for j in served(i)):
-                    witnesses[i] = changed = True
-        if known:
-            path = _lca(known)
-            for i in group:  # each node needs its own witness for the root
-                place(i, path, AttributionSource.CONTEXT, witnesses[i])
-            progress = True
+                    group.append(j)
+        known = [path for i in group for path in found[i].known]
+        if not known:
+            continue
+        path = _lca(known)
+        witnessed = _witnessed(group, found, served)
+        for i in sorted(group):  # each node needs its own witness for the root
+            place(i, path, AttributionSource.CONTEXT, i in witnessed)
+        progress = True
     return progress
+
+
+def _witnessed(group: list[int], found: Mapping[int, Evidence], served: Callable[[int], list[int]]) -> set[int]:
+    """The group's nodes witnessed for the root: by their own evidence, or serving one that is (constants for a
+    consumer, a body's nodes for the node owning it), transitively within the group."""
+    members = set(group)
+    served_by: dict[int, list[int]] = {}
+    for i in group:
+        for j in served(i):
+            if j in members:
+                served_by.setdefault(j, []).append(i)
+    witnessed = {i for i in group if found[i].root_witness}
+    stack = list(witnessed)
+    while stack:
+        for i in served_by.get(stack.pop(), []):
+            if i not in witnessed:
+                witnessed.add(i)
+                stack.append(i)
+    return witnessed
 
 
 def _lca(paths: list[str]) -> str:

@@ -447,17 +447,6 @@ def test_a_body_node_with_no_evidence_inherits_the_node_owning_the_body() -> Non
     assert out["TK"] == (L0, "subgraph") and out["EK"] == (L0, "subgraph")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "context.py's docstring lists 'it is in the body of a node at the root' among the root's witnesses, but "
-        "_ContextPlacer.evidence only checks served() against the node's neighbours (consumers, body nodes, "
-        "producers), and the node owning its body is none of them: the owner counts only as a group member's "
-        "witness in _settle_groups. A body node whose context is the root is refused (ONLY_THE_ROOT) even though "
-        "its If is at the root by its scope."
-    ),
-)
 def test_a_body_node_of_a_node_at_the_root_is_witnessed() -> None:
     """``T`` reads ``A`` (``query``) and feeds ``U`` (``head``) inside the ``If``'s body: LCA the root; the ``If`` is
     at the root by its own scope, so ``T`` is in the body of a node at the root, a documented witness."""
@@ -527,18 +516,6 @@ GROUP = [
 GROUP_SEEDS = {"A": (L0, "scope"), "B": (L0, "scope"), "U0": (Q0, "scope"), "U1": (Q1, "scope")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "context.py's docstring: 'each connected group gets the LCA of everything around it'. _settle_groups builds "
-        "a group by following each node's *unknown neighbours*, and a node that only shapes constants does not count "
-        "its producers: S reaches neither P nor Q, so the group is whatever is reachable from the first pending node. "
-        "With P first, {P, S, N} gets encoder.layer.0 (Q's layer 1 is not around it) and Q alone then gets "
-        "encoder.layer; with Q first, {Q, S, N} gets encoder.layer and P then encoder.layer. So P, S and N are placed "
-        "in encoder.layer.0 or encoder.layer depending on the order of the nodes."
-    ),
-)
 def test_a_connected_group_gets_one_lca_whatever_the_order() -> None:
     orders = list(topological_orders(GROUP))
     assert len(orders) > 10
