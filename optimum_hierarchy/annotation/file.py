@@ -1,4 +1,10 @@
-"""Annotate ONNX files on disk: load without weights, run the attribution pass, write atomically."""
+"""Annotate ONNX files on disk: load without weights, run the attribution pass, write atomically.
+
+Three ways in, by what the caller holds: :func:`annotate_file` (a file on disk, rewritten in place when its
+annotation changes; :func:`annotate_source` when the caller has read it already), :func:`write_annotated`
+(the bytes an exporter is about to write, written annotated) and :func:`annotate_proto` (a ``ModelProto`` in
+memory). What the graph is, an exporter's output or a file nobody annotated, is a :class:`Mode`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ __all__ = [
     "annotate_source",
     "check_block_consistency",
     "load_model_proto",
+    "write_annotated",
 ]
 
 import contextlib
@@ -38,7 +45,7 @@ from optimum_hierarchy.schema import (
     replace_props,
 )
 from optimum_hierarchy.walk import check_text, iter_ir_sites, iter_proto_nodes
-from optimum_hierarchy.wire import PROTOBUF_LIMIT, ModelFile, read_model_file, write_model_file
+from optimum_hierarchy.wire import PROTOBUF_LIMIT, ModelFile, parse_model_bytes, read_model_file, write_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +83,17 @@ def annotate_proto(
     export: ExportInfo | None = None,
     *,
     strict: bool = False,
-    after_the_fact: bool = False,
+    mode: Mode = Mode.EXPORT,
     scope_names: bool = False,
     where: str = "model",
     fused_rules: Sequence[FusedNodeRule] | None = None,
 ) -> tuple[AttributionSummary, bool]:
     """Attribute every node of ``proto`` in place; returns the summary and whether anything changed.
 
-    When ``proto`` carries provenance from an earlier annotation (it was optimized or quantized
-    since), its nodes are re-attributed from it. ``after_the_fact``: nobody annotated this graph
-    at export, so its names are the evidence. ``scope_names``: rename unscoped nodes after their
+    ``mode``: what the graph is, :attr:`Mode.EXPORT` (an exporter's output, the default) or
+    :attr:`Mode.AFTER_THE_FACT` (nobody annotated it at export, so its names are only names). A graph that
+    carries provenance from an earlier annotation (optimized or quantized since) is re-attributed from it,
+    :attr:`Mode.AFTER_OPTIMIZER`, whichever mode is given. ``scope_names``: rename unscoped nodes after their
     module (see :class:`AttributeNodesPass`). ``where`` names the model in errors. ``fused_rules``: the
     ``fused_nodes`` rules of ``export.model_type`` where the caller has them
     (:func:`~optimum_hierarchy.rules.model_rules`); looked up here otherwise.
@@ -94,6 +102,7 @@ def annotate_proto(
         InvalidModelFileError: the graph is not one onnx_ir can read (a tensor produced twice, an
             unknown data type, text that is not UTF-8).
         SchemaError: its stored provenance is malformed.
+        ValueError: ``mode`` is :attr:`Mode.AFTER_OPTIMIZER` and the graph carries no provenance.
     """
     export = export if export is not None else ExportInfo()
     check_text(proto, where)
@@ -105,7 +114,10 @@ def annotate_proto(
         while cause.__cause__ is not None:
             cause = cause.__cause__
         raise InvalidModelFileError(f"{where}: not a valid ONNX graph ({cause}). Check it with onnx.checker.") from e
-    mode = Mode.AFTER_OPTIMIZER if provenance is not None else Mode.AFTER_THE_FACT if after_the_fact else Mode.EXPORT
+    if provenance is not None:
+        mode = Mode.AFTER_OPTIMIZER
+    elif mode is Mode.AFTER_OPTIMIZER:
+        raise ValueError(f"{where}: Mode.AFTER_OPTIMIZER places nodes from a provenance, and this graph has none")
     attribute = AnnotateGraphPass(
         AttributeNodesPass(
             tree,
@@ -178,9 +190,8 @@ def annotate_file(
     strict: bool = False,
     rules: ArchitectureRules | None = None,
     source: ModelFile | None = None,
-    after_the_fact: bool = False,
+    mode: Mode = Mode.EXPORT,
     scope_names: bool = False,
-    new_file: bool = False,
     fused_rules: Sequence[FusedNodeRule] | None = None,
 ) -> AttributionSummary:
     """Annotate the ONNX file at ``path`` in place and return its attribution summary.
@@ -192,12 +203,9 @@ def annotate_file(
     stored. With ``rules``, their consistency checks run on the result (a warning, or
     :class:`AttributionError` when ``strict``). ``source`` is the file as the caller already read it
     with :func:`~optimum_hierarchy.wire.read_model_file` (its proto is updated in place; the caller
-    closes it). ``new_file``: ``source`` holds the bytes an exporter is about to write to ``path``
-    (nothing is there yet); the file is written in any case, atomically but without waiting for the
-    disk, as the exporter itself would. ``fused_rules``: see :func:`annotate_proto`.
+    closes it). ``mode`` and ``fused_rules``: see :func:`annotate_proto`. For the bytes an exporter is
+    about to write (no file yet), see :func:`write_annotated`.
     """
-    if new_file and source is None:
-        raise ValueError("new_file=True needs the source the exporter is about to write")
     with contextlib.ExitStack() as stack:
         opened = source if source is not None else stack.enter_context(read_model_file(path))
         return annotate_source(
@@ -207,9 +215,8 @@ def annotate_file(
             export,
             strict=strict,
             rules=rules,
-            after_the_fact=after_the_fact,
+            mode=mode,
             scope_names=scope_names,
-            new_file=new_file,
             fused_rules=fused_rules,
         )
 
@@ -222,14 +229,76 @@ def annotate_source(
     *,
     strict: bool = False,
     rules: ArchitectureRules | None = None,
-    after_the_fact: bool = False,
+    mode: Mode = Mode.EXPORT,
     scope_names: bool = False,
-    new_file: bool = False,
     fused_rules: Sequence[FusedNodeRule] | None = None,
 ) -> AttributionSummary:
     """:func:`annotate_file` of a file the caller has read (``source``, from
     :func:`~optimum_hierarchy.wire.read_model_file`; its proto is updated in place, the caller closes it)."""
     path = Path(path)
+    summary, modified = _annotate_read(
+        source,
+        path,
+        tree,
+        export,
+        strict=strict,
+        rules=rules,
+        mode=mode,
+        scope_names=scope_names,
+        fused_rules=fused_rules,
+    )
+    if modified:
+        _write(source, path, durable=True)
+    logger.info("%s: %s", path, summary.describe())
+    return summary
+
+
+def write_annotated(
+    model_bytes: bytes,
+    path: str | os.PathLike[str],
+    tree: ModuleTree,
+    export: ExportInfo | None = None,
+    *,
+    strict: bool = False,
+    rules: ArchitectureRules | None = None,
+    fused_rules: Sequence[FusedNodeRule] | None = None,
+) -> AttributionSummary:
+    """Annotate ``model_bytes``, the serialized model an exporter is about to write to ``path``, and write it
+    there: in any case (nothing is there yet, or an earlier export's file it replaces), atomically but without
+    waiting for the disk, as the exporter itself would. The weights are copied, not parsed. Otherwise as
+    :func:`annotate_file`, in :attr:`Mode.EXPORT`.
+    """
+    path = Path(path)
+    with parse_model_bytes(model_bytes, path) as source:
+        summary, _ = _annotate_read(
+            source,
+            path,
+            tree,
+            export,
+            strict=strict,
+            rules=rules,
+            mode=Mode.EXPORT,
+            scope_names=False,
+            fused_rules=fused_rules,
+        )
+        _write(source, path, durable=False)
+    logger.info("%s: %s", path, summary.describe())
+    return summary
+
+
+def _annotate_read(
+    source: ModelFile,
+    path: Path,
+    tree: ModuleTree,
+    export: ExportInfo | None,
+    *,
+    strict: bool,
+    rules: ArchitectureRules | None,
+    mode: Mode,
+    scope_names: bool,
+    fused_rules: Sequence[FusedNodeRule] | None,
+) -> tuple[AttributionSummary, bool]:
+    """:func:`annotate_proto` on ``source.proto`` and the rules' checks; whether it changed."""
     if source.size > PROTOBUF_LIMIT:
         raise InvalidModelFileError(
             f"{path}: {source.size / 2**30:.1f} GiB in one file, over protobuf's 2 GB limit: neither ONNX Runtime "
@@ -242,17 +311,18 @@ def annotate_source(
         tree,
         export,
         strict=strict,
-        after_the_fact=after_the_fact,
+        mode=mode,
         scope_names=scope_names,
         where=str(path),
         fused_rules=fused_rules,
     )
     if rules is not None:
         _check_rules(path, proto, rules, strict)
-    if modified or new_file:
-        try:
-            atomic_write(path, functools.partial(write_model_file, source, proto), durable=not new_file)
-        except OSError as e:
-            raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e
-    logger.info("%s: %s", path, summary.describe())
-    return summary
+    return summary, modified
+
+
+def _write(source: ModelFile, path: Path, *, durable: bool) -> None:
+    try:
+        atomic_write(path, functools.partial(write_model_file, source, source.proto), durable=durable)
+    except OSError as e:
+        raise InvalidModelFileError(f"{path}: cannot be written ({e}). Check the directory's permissions.") from e

@@ -31,6 +31,7 @@ from optimum_hierarchy.annotation.file import annotate_source
 from optimum_hierarchy.annotation.results import AnnotatedFile
 from optimum_hierarchy.atomic import directory_lock
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
+from optimum_hierarchy.passes.attribute_nodes import Mode
 from optimum_hierarchy.rules import model_rules
 from optimum_hierarchy.schema import HierarchyMetadata, decode_model_metadata, read_props
 from optimum_hierarchy.trees.sources import tree_of_file
@@ -144,7 +145,7 @@ def _annotate_after_the_fact(
         export,
         strict=strict,
         rules=rules,
-        after_the_fact=True,
+        mode=Mode.AFTER_THE_FACT,
         scope_names=scope_names,
     )
     logger.info("%s: annotated after the fact (tree from %s): %s", path, found.origin, summary.describe())

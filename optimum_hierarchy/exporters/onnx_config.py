@@ -39,13 +39,13 @@ from optimum.exporters.onnx.model_configs import BertOnnxConfig, GPT2OnnxConfig,
 from optimum.exporters.tasks import TasksManager  # noqa: E402
 
 from optimum_hierarchy.annotation.export_info import make_export_info  # noqa: E402
-from optimum_hierarchy.annotation.file import annotate_file  # noqa: E402
+from optimum_hierarchy.annotation.file import annotate_file, write_annotated  # noqa: E402
 from optimum_hierarchy.annotation.results import AnnotatedFile  # noqa: E402
 from optimum_hierarchy.exporters.session_state import ExportSession, current_session  # noqa: E402
 from optimum_hierarchy.rules import ArchitectureRules  # noqa: E402
 from optimum_hierarchy.schema import ExportInfo, ModuleTree  # noqa: E402
-from optimum_hierarchy.trees.live_model import capture_module_tree, find_module_path, qualified_class_name  # noqa: E402
-from optimum_hierarchy.wire import ModelFile, parse_model_bytes  # noqa: E402
+from optimum_hierarchy.trees.live_model import find_module_path, qualified_class_name  # noqa: E402
+from optimum_hierarchy.trees.sources import tree_of_model  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +99,7 @@ class HierarchyModelPatcher:
     def __enter__(self) -> HierarchyModelPatcher:
         with contextlib.ExitStack() as stack:
             self._written, self._annotated = [], set()
-            self._tree = capture_module_tree(self._model)
+            self._tree = tree_of_model(self._model).tree
             stack.enter_context(self._inner)
             recorded = stack.enter_context(_patched(_TORCHSCRIPT_EXPORT_MODULE, "export", self._recording_export))
             stack.enter_context(_patched(_TORCHSCRIPT_WRITE_MODULE, "_export_file", self._annotating_write))
@@ -140,32 +140,28 @@ class HierarchyModelPatcher:
             if export_map or not isinstance(f, (str, os.PathLike)) or not isinstance(model_bytes, bytes):
                 return original(model_bytes, f, export_map)  # annotated in place after the export
             path = Path(f)
-            source = parse_model_bytes(model_bytes, path)
-            self._annotate(path, source)
+            self._annotate(path, model_bytes)
             self._annotated.add(path)
             return None
 
         return export_file
 
-    def _annotate(self, path: Path, source: ModelFile | None = None) -> None:
-        """Annotate ``path`` in place, or, given the exporter's bytes as ``source``, write them annotated."""
+    def _annotate(self, path: Path, model_bytes: bytes | None = None) -> None:
+        """Annotate ``path`` in place or, given the bytes the exporter is about to write there, write them annotated."""
         session = current_session()
         target = export_target(self._model, self._config, self._tree, path)
-        if source is None and session is not None:
-            session.note_written(path)  # the exporter wrote it: removed if the export fails
-        summary = annotate_file(
-            path,
-            target.tree,
-            target.export,
-            strict=target.strict,
-            rules=target.rules,
-            source=source,
-            new_file=source is not None,
-        )
-        if source is not None and session is not None:
-            # Only now is the file there this export's: a failure before the rename leaves what was
-            # at ``path`` (an earlier export's file) as it was, and the session must not remove it.
-            session.note_written(path)
+        if model_bytes is None:
+            if session is not None:
+                session.note_written(path)  # the exporter wrote it: removed if the export fails
+            summary = annotate_file(path, target.tree, target.export, strict=target.strict, rules=target.rules)
+        else:
+            summary = write_annotated(
+                model_bytes, path, target.tree, target.export, strict=target.strict, rules=target.rules
+            )
+            if session is not None:
+                # Only now is the file there this export's: a failure before the rename leaves what was
+                # at ``path`` (an earlier export's file) as it was, and the session must not remove it.
+                session.note_written(path)
         if session is not None:
             session.note_annotated(
                 AnnotatedFile(path=path, root=target.root, summary=summary, rules=target.export.rules)

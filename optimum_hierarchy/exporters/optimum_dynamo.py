@@ -25,7 +25,7 @@ from optimum_hierarchy.errors import HierarchyExportError
 from optimum_hierarchy.exporters.dynamo import LOGITS_TO_KEEP, annotate_program, export_program_with_axes, save_program
 from optimum_hierarchy.exporters.onnx_config import export_target
 from optimum_hierarchy.exporters.session_state import current_session
-from optimum_hierarchy.trees.live_model import capture_module_tree
+from optimum_hierarchy.trees.sources import tree_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def export_pytorch_dynamo(
                 k: v.to(target_device) if isinstance(v, torch.Tensor) else v for k, v in dummy_inputs.items()
             }
         dummy_inputs = config.rename_ambiguous_inputs(dummy_inputs)
-        tree = capture_module_tree(model)
+        tree = tree_of_model(model).tree
         with config.patch_model_for_export(model, model_kwargs=model_kwargs):
             check_dummy_inputs_are_allowed(model, dummy_inputs)
             inputs = config.ordered_inputs(model)

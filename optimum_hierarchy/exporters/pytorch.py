@@ -23,7 +23,7 @@ from optimum_hierarchy.exporters.dynamo import (
 )
 from optimum_hierarchy.rules import ArchitectureRules
 from optimum_hierarchy.schema import AttributionSummary, ExportInfo, ModuleTree
-from optimum_hierarchy.trees.live_model import capture_module_tree
+from optimum_hierarchy.trees.sources import tree_of_model
 
 if TYPE_CHECKING:
     import onnx
@@ -83,7 +83,7 @@ class HierarchyPreservingExporter:
         opset = self.opset_version if self.opset_version is not None else (None if dynamo else 18)
         if opset is not None:
             export_kwargs.setdefault("opset_version", opset)
-        tree = capture_module_tree(model)
+        tree = tree_of_model(model).tree
         export, rules = model_export_info(model)
         if dynamo:
             self.last_summary, written = self._export_dynamo(

@@ -24,7 +24,7 @@ from optimum_hierarchy.annotation.results import AnnotatedFile, HierarchyExportR
 from optimum_hierarchy.errors import HierarchyExportError, MissingHierarchyError
 from optimum_hierarchy.provenance import encode_provenance, provenance_from_node_metadata
 from optimum_hierarchy.schema import PROVENANCE_KEY, ModuleTree, decode_model_metadata, read_props, set_prop
-from optimum_hierarchy.trees.live_model import capture_module_tree
+from optimum_hierarchy.trees.sources import tree_of_model
 from optimum_hierarchy.wire import ModelFile, read_model_file
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class ExportSession:
         if self.root_model is None:
             raise HierarchyExportError("the export session has no model yet")
         if self._tree is None:
-            self._tree = capture_module_tree(self.root_model)
+            self._tree = tree_of_model(self.root_model).tree
         return self._tree
 
     def set_root_model(self, model: Any) -> None:

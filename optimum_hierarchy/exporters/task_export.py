@@ -67,7 +67,7 @@ from optimum_hierarchy.exporters.dynamo import (
 )
 from optimum_hierarchy.exporters.export import check_model_source, check_output_dir
 from optimum_hierarchy.exporters.pytorch import replaced_forward
-from optimum_hierarchy.trees.live_model import capture_module_tree
+from optimum_hierarchy.trees.sources import tree_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def export_task_with_hierarchy(
     model, task = _load_model(model_name_or_path, task)
     spec = _spec(model, task)
     inputs = _dummy_inputs(model, spec, batch_size, sequence_length)
-    tree = capture_module_tree(model)
+    tree = tree_of_model(model).tree
     export, _rules = model_export_info(model)
     export_kwargs: dict[str, Any] = {"input_names": list(inputs), "output_names": list(spec.outputs)}
     if opset is not None:

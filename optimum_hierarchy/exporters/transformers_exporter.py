@@ -50,7 +50,7 @@ from optimum_hierarchy.exporters.dynamo import StagedAnnotation
 from optimum_hierarchy.passes.attribute_nodes import SUMMARY_META_KEY
 from optimum_hierarchy.schema import AttributionSummary, ModuleTree
 from optimum_hierarchy.trees.export_record import component_programs
-from optimum_hierarchy.trees.live_model import capture_module_tree
+from optimum_hierarchy.trees.sources import tree_of_model
 
 if TYPE_CHECKING:
     import torch
@@ -178,7 +178,7 @@ class HierarchyOnnxExporter(_EXPORTER_ONNX.OnnxExporter):  # type: ignore[misc,n
 
     @contextlib.contextmanager
     def _exporting(self, model: torch.nn.Module) -> Iterator[None]:
-        self._whole, self._tree = model, capture_module_tree(model)
+        self._whole, self._tree = model, tree_of_model(model).tree
         try:
             yield
         finally:
@@ -200,7 +200,7 @@ class HierarchyOnnxExporter(_EXPORTER_ONNX.OnnxExporter):  # type: ignore[misc,n
 
     def export_program(self, model: Any, sample_inputs: MutableMapping[str, Any], config: Any) -> Any:
         whole = self._whole if self._whole is not None else model
-        tree = self._tree if self._tree is not None else capture_module_tree(whole)
+        tree = self._tree if self._tree is not None else tree_of_model(whole).tree
         root = component_root(whole, model)
         if root is None:
             raise HierarchyExportError(

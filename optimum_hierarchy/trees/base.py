@@ -1,24 +1,29 @@
-"""What a source of a module tree gives (:class:`FoundTree`), and what a file offers them (:class:`FileEvidence`).
+"""What a source of a module tree gives (:class:`FoundTree`), and the evidence it is given: a live model
+(:class:`LiveModel`) or a file (:class:`FileEvidence`).
 
-A tree comes from the live model at export (:mod:`~optimum_hierarchy.trees.live_model`), or, for a file
-nobody annotated, from the first of the sources in :mod:`~optimum_hierarchy.trees.sources` that can build
-one from what the file offers. Each source is one file and one function ``(FileEvidence) -> FoundTree |
-None``, like the evidence sources of a node's module (:mod:`optimum_hierarchy.evidence`).
+Each source is one file and one function ``(evidence) -> FoundTree | None`` (a :class:`TreeSource`), like the
+evidence sources of a node's module (:mod:`optimum_hierarchy.evidence`). At export the tree comes from the
+live model (:mod:`~optimum_hierarchy.trees.live_model`, which always answers); for a file nobody annotated,
+from the first of the sources in :mod:`~optimum_hierarchy.trees.sources` that can build one from what the file
+offers. :mod:`~optimum_hierarchy.trees.sources` holds both ways in: ``tree_of_model`` and ``tree_of_file``.
 """
 
 from __future__ import annotations
 
-__all__ = ["FileEvidence", "FoundTree", "TreeSource"]
+__all__ = ["FileEvidence", "FoundTree", "LiveModel", "TreeSource"]
 
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from optimum_hierarchy.modules import ModuleTree
 
 if TYPE_CHECKING:
     import onnx
+    import torch
+
+_Evidence_contra = TypeVar("_Evidence_contra", contravariant=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,9 +32,17 @@ class FoundTree:
     origin: str
     """What the tree was built from, for messages."""
     root: str | None = None
-    """The module the file holds, when the source knows it (else it is found from the file's names)."""
+    """The module the evidence is of, when the source knows it (``""`` for a live model, itself; for a file, else
+    found from its names)."""
     model_type: str | None = None
     model_class: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveModel:
+    """The model being exported, as the exporter holds it: its own modules are the tree."""
+
+    model: torch.nn.Module
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,5 +59,8 @@ class FileEvidence:
     """Whether the nodes carry the dynamo exporter's ``name_scopes``."""
 
 
-class TreeSource(Protocol):
-    def __call__(self, evidence: FileEvidence, /) -> FoundTree | None: ...
+class TreeSource(Protocol[_Evidence_contra]):
+    """A tree from one kind of evidence (:class:`LiveModel` or :class:`FileEvidence`), or ``None``: it has
+    nothing to build one from."""
+
+    def __call__(self, evidence: _Evidence_contra, /) -> FoundTree | None: ...

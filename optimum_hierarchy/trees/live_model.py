@@ -1,12 +1,14 @@
-"""The module tree of a live ``nn.Module``: what is recorded from PyTorch at export."""
+"""The module tree of a live ``nn.Module``: what is recorded from PyTorch at export (the tree source
+:func:`from_live_model`), and the capture it is made with (:func:`capture_module_tree`)."""
 
 from __future__ import annotations
 
-__all__ = ["capture_module_tree", "find_module_path", "qualified_class_name"]
+__all__ = ["capture_module_tree", "find_module_path", "from_live_model", "qualified_class_name"]
 
 from typing import TYPE_CHECKING
 
 from optimum_hierarchy.schema import ModuleInfo, ModuleTree, ParameterInfo
+from optimum_hierarchy.trees.base import FoundTree, LiveModel
 
 if TYPE_CHECKING:
     import torch
@@ -16,6 +18,19 @@ def qualified_class_name(obj: object) -> str:
     """``module.QualifiedName`` of the object's class, as module trees and export metadata record it."""
     cls = type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def from_live_model(evidence: LiveModel) -> FoundTree:
+    """The tree of the model being exported: its own modules, rooted at the model itself; always one."""
+    model = evidence.model
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return FoundTree(
+        tree=capture_module_tree(model),
+        origin="the live model",
+        root="",
+        model_type=model_type if isinstance(model_type, str) else None,
+        model_class=qualified_class_name(model),
+    )
 
 
 def capture_module_tree(model: torch.nn.Module) -> ModuleTree:

@@ -1,6 +1,8 @@
-"""The order in which a file nobody annotated gets its module tree, and its root in that tree.
+"""The two ways to a module tree: of the live model at export, and of a file nobody annotated, with its root.
 
-Each source returns a tree or ``None`` (it has nothing to build one from); the first tree is taken:
+At export (:func:`tree_of_model`) the live model is the evidence, and its source
+(:mod:`~optimum_hierarchy.trees.live_model`) always answers. For a file (:func:`tree_of_file`) each source
+returns a tree or ``None`` (it has nothing to build one from); the first tree is taken:
 
 1. the export record (:mod:`~optimum_hierarchy.trees.export_record`): a dynamo-exported file whose nodes'
    records and ``config.json`` / ``export.json`` agree on a tree and a root;
@@ -8,15 +10,17 @@ Each source returns a tree or ``None`` (it has nothing to build one from); the f
 3. the dynamo exporter's node metadata (:mod:`~optimum_hierarchy.trees.dynamo_metadata`);
 4. the graph's names (:mod:`~optimum_hierarchy.trees.names`), always.
 
-A new source is one file and one line of :data:`SOURCES`.
+Every source is a :class:`~optimum_hierarchy.trees.base.TreeSource`. A new source for files is one file and one
+line of :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
-__all__ = ["SOURCES", "best_root", "tree_of_file"]
+__all__ = ["SOURCES", "best_root", "tree_of_file", "tree_of_model"]
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -24,14 +28,24 @@ from optimum_hierarchy.evidence.dynamo_metadata import has_dynamo_metadata
 from optimum_hierarchy.modules import ModuleTree
 from optimum_hierarchy.schema import read_props
 from optimum_hierarchy.scope import ScopeResolver, scope_segments
-from optimum_hierarchy.trees.base import FileEvidence, FoundTree, TreeSource
+from optimum_hierarchy.trees.base import FileEvidence, FoundTree, LiveModel, TreeSource
 from optimum_hierarchy.trees.config import from_config
 from optimum_hierarchy.trees.dynamo_metadata import from_dynamo_metadata
 from optimum_hierarchy.trees.export_record import from_export_record
+from optimum_hierarchy.trees.live_model import from_live_model
 from optimum_hierarchy.trees.names import from_names
 from optimum_hierarchy.walk import iter_proto_nodes
 
-SOURCES: tuple[TreeSource, ...] = (from_export_record, from_config, from_dynamo_metadata, from_names)
+if TYPE_CHECKING:
+    import torch
+
+SOURCES: tuple[TreeSource[FileEvidence], ...] = (from_export_record, from_config, from_dynamo_metadata, from_names)
+"""The sources of a file's tree, in order."""
+
+
+def tree_of_model(model: torch.nn.Module) -> FoundTree:
+    """The module tree of ``model``, the live model being exported; its root is ``""``, the model itself."""
+    return from_live_model(LiveModel(model))
 
 
 def tree_of_file(path: Path, proto: onnx.ModelProto, config: Path | None) -> FoundTree:

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from optimum_hierarchy import annotate_file, read_hierarchy
+from optimum_hierarchy.annotation.file import annotate_proto, write_annotated
 from optimum_hierarchy.errors import HierarchyError, InvalidModelFileError, MissingHierarchyError
+from optimum_hierarchy.passes.attribute_nodes import Mode
+from optimum_hierarchy.schema import ModuleInfo, ModuleTree
 
 
 def test_annotating_again_changes_nothing(cli_exports: dict[str, Path], tmp_path: Path) -> None:
@@ -35,6 +39,30 @@ def test_plain_export_can_be_annotated_afterwards(
     reference = read_hierarchy(cli_exports["vit"] / "model.onnx")
     annotate_file(path, reference.tree, reference.export)
     assert read_hierarchy(path).nodes == reference.nodes
+
+
+def test_the_bytes_an_exporter_is_about_to_write_are_written_annotated(
+    plain_exports: dict[str, Path], cli_exports: dict[str, Path], tmp_path: Path
+) -> None:
+    reference = read_hierarchy(cli_exports["vit"] / "model.onnx")
+    for name, exported in (("plain", plain_exports), ("annotated", cli_exports)):
+        path = tmp_path / name / "model.onnx"
+        path.parent.mkdir()
+        summary = write_annotated((exported["vit"] / "model.onnx").read_bytes(), path, reference.tree, reference.export)
+        assert summary.attributed == summary.nodes > 100
+        assert read_hierarchy(path).nodes == reference.nodes, name  # written even when nothing changed
+        assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]
+
+
+def test_after_the_optimizer_needs_provenance() -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="/Relu")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    with pytest.raises(ValueError, match="provenance"):
+        annotate_proto(helper.make_model(graph), ModuleTree([ModuleInfo("", "Root")]), mode=Mode.AFTER_OPTIMIZER)
 
 
 @pytest.mark.parametrize(

@@ -329,7 +329,7 @@ def test_a_scope_naming_no_module_is_said_on_a_fresh_export(caplog: pytest.LogCa
     assert "/nope/Relu" in caplog.text and "matches no module of the tree" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="optimum_hierarchy"):
-        annotate_proto(helper.make_model(graph), tree, ExportInfo(), after_the_fact=True)
+        annotate_proto(helper.make_model(graph), tree, ExportInfo(), mode=Mode.AFTER_THE_FACT)
     assert "matches no module" not in caplog.text
 
 

@@ -36,6 +36,7 @@ from optimum_hierarchy.annotation.file import annotate_proto
 from optimum_hierarchy.annotation.hierarchy import annotate_hierarchy
 from optimum_hierarchy.errors import AttributionError, InvalidModelFileError, MissingHierarchyError, SchemaError
 from optimum_hierarchy.evidence.context import ONLY_THE_ROOT
+from optimum_hierarchy.passes.attribute_nodes import Mode
 from optimum_hierarchy.passes.reattribute import reattribute
 from optimum_hierarchy.provenance import NodeTable, Provenance, ProvenanceNode, decode_provenance, encode_provenance
 from optimum_hierarchy.schema import AttributionSource, ExportInfo
@@ -64,10 +65,12 @@ def _check_accounted_for(proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], 
     return attributed, unattributed
 
 
-def _annotate(proto: onnx.ModelProto, **kwargs: bool) -> tuple[onnx.ModelProto, schema.AttributionSummary]:
+def _annotate(
+    proto: onnx.ModelProto, *, strict: bool = False, mode: Mode = Mode.EXPORT
+) -> tuple[onnx.ModelProto, schema.AttributionSummary]:
     out = onnx.ModelProto()
     out.CopyFrom(proto)
-    summary, _ = annotate_proto(out, TREE, ExportInfo(), **kwargs)
+    summary, _ = annotate_proto(out, TREE, ExportInfo(), strict=strict, mode=mode)
     return out, summary
 
 
@@ -105,19 +108,19 @@ def test_graphs_with_evidence_are_fully_attributed(data: st.DataObject) -> None:
     assert again.SerializeToString() == annotated.SerializeToString()
 
 
-@given(st.data(), st.booleans())
-def test_any_graph_is_accounted_for_and_strict_names_the_gaps(data: st.DataObject, after_the_fact: bool) -> None:
+@given(st.data(), st.sampled_from([Mode.EXPORT, Mode.AFTER_THE_FACT]))
+def test_any_graph_is_accounted_for_and_strict_names_the_gaps(data: st.DataObject, mode: Mode) -> None:
     proto = random_model(data, dangling=True)
-    annotated, summary = _annotate(proto, after_the_fact=after_the_fact)
+    annotated, summary = _annotate(proto, mode=mode)
     attributed, unattributed = _check_accounted_for(annotated)
     assert summary.nodes == len(attributed) + len(unattributed)
     assert [(u.node, u.op_type) for u in summary.unattributed] == [(n.name, n.op_type) for n in unattributed]
     if unattributed:
         with pytest.raises(AttributionError) as info:
-            _annotate(proto, strict=True, after_the_fact=after_the_fact)
+            _annotate(proto, strict=True, mode=mode)
         assert info.value.unattributed == summary.unattributed
     else:
-        _annotate(proto, strict=True, after_the_fact=after_the_fact)
+        _annotate(proto, strict=True, mode=mode)
 
 
 @given(data=st.data())

@@ -6,7 +6,9 @@ import pytest
 import torch
 from support import MODELS, load_torch_model
 
-from optimum_hierarchy.trees.live_model import capture_module_tree, find_module_path
+from optimum_hierarchy.trees.base import FoundTree, LiveModel, TreeSource
+from optimum_hierarchy.trees.live_model import capture_module_tree, find_module_path, from_live_model
+from optimum_hierarchy.trees.sources import tree_of_model
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -36,6 +38,20 @@ def test_tied_weights_are_counted_once(model_dirs: dict[str, Path]) -> None:
     assert lm_weight.tied_to == "transformer.wte.weight"
     total = sum(info.parameter_count for info in tree.values())
     assert total == sum(p.numel() for p in model.parameters())  # parameters() deduplicates too
+
+
+def test_the_live_model_is_a_tree_source_like_the_files(model_dirs: dict[str, Path]) -> None:
+    """At export the tree comes through the interface every source shares: evidence in, a FoundTree out."""
+    source: TreeSource[LiveModel] = from_live_model
+    model = load_torch_model("bert", model_dirs["bert"])
+    found = source(LiveModel(model))
+    assert isinstance(found, FoundTree)
+    assert list(found.tree) == list(capture_module_tree(model)) and len(found.tree) > 10
+    assert found.root == "" and found.model_type == "bert"
+    assert found.model_class == f"{type(model).__module__}.{type(model).__qualname__}"
+    assert tree_of_model(model) == found
+    plain = tree_of_model(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    assert plain.model_type is None and plain.model_class == "torch.nn.modules.container.Sequential"
 
 
 def test_find_module_path() -> None:
