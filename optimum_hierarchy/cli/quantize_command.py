@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from optimum.commands.base import BaseOptimumCLICommand
 
 from optimum_hierarchy.cli.common import calibration_arguments, calibration_feeds, json_argument
+from optimum_hierarchy.tools.choices import GRANULARITIES, OUTPUT_METRICS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -201,13 +202,13 @@ def _plan_arguments(parser: ArgumentParser, done: str) -> None:
     )
     parser.add_argument(
         "--metric",
-        choices=("rel_l2", "cosine", "max_abs", "kl", "top1"),
+        choices=OUTPUT_METRICS,
         default="rel_l2",
         help="The error --max-error bounds: rel_l2 (default), 1 - cosine, max_abs; kl and 1 - top1 of logits.",
     )
     parser.add_argument(
         "--granularity",
-        choices=("linear", "block"),
+        choices=GRANULARITIES,
         default="linear",
         help="--max-error: the candidates to keep, each nn.Linear (default) or each repeated block.",
     )

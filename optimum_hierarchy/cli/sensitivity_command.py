@@ -23,11 +23,8 @@ from optimum_hierarchy.cli.common import (
     model_argument,
     model_explorer_argument,
 )
+from optimum_hierarchy.tools.choices import GRANULARITIES, OUTPUT_METRICS, SENSITIVITY_EXPLORER_VALUES
 
-METRICS = ("rel_l2", "cosine", "max_abs", "kl", "top1")
-"""optimum_hierarchy.tools.sensitivity.METRICS (not imported: this module is imported at optimum-cli start-up)."""
-EXPLORER_VALUES = ("error", "local_rel_l2", "local_max_abs")
-"""optimum_hierarchy.tools.sensitivity.EXPLORER_VALUES."""
 _NAMES = {"int4": "int4 (MatMulNBits)", "int8": "dynamic int8", "fp16": "float16"}
 
 
@@ -55,13 +52,13 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
         )
         parser.add_argument(
             "--granularity",
-            choices=("linear", "block"),
+            choices=GRANULARITIES,
             default="linear",
             help="linear: each module a MatMul or Gemm weight belongs to (each nn.Linear); block: each repeated block.",
         )
         parser.add_argument(
             "--metric",
-            choices=METRICS,
+            choices=OUTPUT_METRICS,
             default="rel_l2",
             help="What ranks the modules, at the model's outputs (kl and top1: of the output named logits).",
         )
@@ -78,7 +75,7 @@ class SensitivityCommand(BaseOptimumCLICommand):  # type: ignore[misc]  # optimu
         model_explorer_argument(parser, "each node of a measured module with its sensitivity")
         parser.add_argument(
             "--model-explorer-metric",
-            choices=EXPLORER_VALUES,
+            choices=SENSITIVITY_EXPLORER_VALUES,
             default="error",
             help="What --model-explorer writes: error (the ranked metric at the outputs, default) or a local error.",
         )

@@ -518,6 +518,8 @@ class _Measure:
     """The float model's outputs on the calibration inputs, and the error of a candidate file against them."""
 
     def __init__(self, source: Path, metric: str, feeds: Mapping[str, np.ndarray] | None) -> None:
+        from optimum_hierarchy.tools.sensitivity import check_metric
+
         with read_model_file(source) as light:
             graph = light.proto.graph
             initializers = {t.name for t in graph.initializer}
@@ -528,10 +530,7 @@ class _Measure:
         self.feeds = _checked_feeds(source, self.inputs, feeds)
         self.shapes = {k: list(np.shape(v)) for k, v in self.feeds.items()}
         self.metric = metric
-        if metric in ("kl", "top1") and "logits" not in self.outputs:
-            raise HierarchyError(
-                f"--metric {metric}: needs an output named logits; {source} has {', '.join(self.outputs)}."
-            )
+        check_metric(metric, self.outputs, source)
         self.reference = self._run(source)
 
     def _run(self, path: Path) -> list[np.ndarray]:
@@ -548,9 +547,9 @@ class _Measure:
         return [np.asarray(v) for v in values]
 
     def error_of(self, path: Path) -> float:
-        from optimum_hierarchy.tools.sensitivity import _as_error, _metrics
+        from optimum_hierarchy.tools.sensitivity import as_error, output_metrics
 
-        return _as_error(self.metric, _metrics(self.outputs, self.reference, self._run(path)))
+        return as_error(self.metric, output_metrics(self.outputs, self.reference, self._run(path)))
 
 
 def _checked_feeds(source: Path, inputs: Sequence[str], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

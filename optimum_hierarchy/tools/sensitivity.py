@@ -58,7 +58,10 @@ __all__ = [
     "PRECISIONS",
     "ModuleSensitivity",
     "SensitivityReport",
+    "as_error",
+    "check_metric",
     "module_sensitivity",
+    "output_metrics",
     "sensitivity_node_data",
 ]
 
@@ -82,16 +85,18 @@ from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.schema import decode_model_metadata, decode_node, read_props
 from optimum_hierarchy.tools.boundary import BoundaryFinder, ModuleBoundary, outer_scope_inputs, tensor_types
 from optimum_hierarchy.tools.calibration import check_feeds
+from optimum_hierarchy.tools.choices import GRANULARITIES as _GRANULARITIES
+from optimum_hierarchy.tools.choices import OUTPUT_METRICS, SENSITIVITY_EXPLORER_VALUES
 from optimum_hierarchy.tools.error import Metrics
 from optimum_hierarchy.tools.explorer import NodeData, explorer_nodes
 from optimum_hierarchy.tools.inputs import generate_inputs
 from optimum_hierarchy.tools.runtime import make_session, ort_errors
 
 PRECISIONS = ("int4", "int8", "fp16")
-METRICS = ("rel_l2", "cosine", "max_abs", "kl", "top1")
+METRICS = OUTPUT_METRICS
 """What the ranking is by: ``kl`` and ``top1`` need an output named ``logits``."""
-GRANULARITIES = ("linear", "block")
-EXPLORER_VALUES = ("error", "local_rel_l2", "local_max_abs")
+GRANULARITIES = _GRANULARITIES
+EXPLORER_VALUES = SENSITIVITY_EXPLORER_VALUES
 """What :func:`sensitivity_node_data` can show: the ranked error at the model's outputs, or a local error."""
 _BLOCK = re.compile(r"^(.*\.)?\d+$")
 _LINEAR_OPS = ("MatMul", "Gemm")
@@ -202,11 +207,7 @@ def module_sensitivity(
     float_proto = onnx.load(str(source))  # with the weights: written once as external data below
     meta = decode_model_metadata(read_props(float_proto), source=str(source))
     outputs = [o.name for o in float_proto.graph.output]
-    if metric in ("kl", "top1") and "logits" not in outputs:
-        raise HierarchyError(
-            f"--metric {metric}: needs an output named logits; {source} has {', '.join(outputs)}. "
-            "Use rel_l2, cosine or max_abs."
-        )
+    check_metric(metric, outputs, source)
     if feeds is None:
         feeds = generate_inputs(float_proto, shapes=shapes, seed=seed, source=source)
     else:
@@ -250,7 +251,7 @@ def module_sensitivity(
             proto, names, weights = edited
             mine = [t for t in boundaries[module].outputs if np.issubdtype(reference[t].dtype, np.floating)]
             values = _run(proto, work, feeds, [*outputs, *(t for t in mine if t not in outputs)])
-            measured = _metrics(outputs, [reference[t] for t in outputs], [values[t] for t in outputs])
+            measured = output_metrics(outputs, [reference[t] for t in outputs], [values[t] for t in outputs])
             local = Metrics.of([reference[t] for t in mine], [values[t] for t in mine]) if mine else None
             info = meta.tree.get(module)
             rows.append(
@@ -260,7 +261,7 @@ def module_sensitivity(
                     nodes=names,
                     weights=weights,
                     metrics=measured,
-                    error=_as_error(metric, measured),
+                    error=as_error(metric, measured),
                     local=dataclasses.asdict(local) if local is not None else {},
                     local_tensors=tuple(mine),
                 )
@@ -268,7 +269,7 @@ def module_sensitivity(
         everything = swap.everything(
             sorted({i for nodes in candidates.values() for i in nodes}), work, feeds, outputs, _run
         )
-        all_converted = _metrics(outputs, [reference[t] for t in outputs], [everything[t] for t in outputs])
+        all_converted = output_metrics(outputs, [reference[t] for t in outputs], [everything[t] for t in outputs])
     rows.sort(key=lambda r: (-r.error, r.module))
     return SensitivityReport(
         model=source,
@@ -638,9 +639,11 @@ def _run(
     return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
 
 
-def _metrics(
+def output_metrics(
     names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
 ) -> dict[str, float]:
+    """The metrics of :data:`METRICS` between two runs' outputs (``names``, in order): over the float outputs,
+    and ``kl`` and ``top1`` of the output named ``logits`` if there is one."""
     floats = [i for i, r in enumerate(reference) if np.issubdtype(r.dtype, np.floating)]
     base = Metrics.of([reference[i] for i in floats], [candidate[i] for i in floats])
     measured = {"rel_l2": base.rel_l2, "cosine": base.cosine, "max_abs": base.max_abs}
@@ -659,7 +662,18 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / np.sum(e, axis=-1, keepdims=True)  # type: ignore[no-any-return]
 
 
-def _as_error(metric: str, measured: Mapping[str, float]) -> float:
+def check_metric(metric: str, outputs: Sequence[str], source: Path) -> None:
+    """Raise if ``metric`` cannot be measured on a model with these ``outputs`` (``kl``, ``top1``: no ``logits``)."""
+    if metric in ("kl", "top1") and "logits" not in outputs:
+        raise HierarchyError(
+            f"--metric {metric}: needs an output named logits; {source} has {', '.join(outputs)}. "
+            "Use rel_l2, cosine or max_abs."
+        )
+
+
+def as_error(metric: str, measured: Mapping[str, float]) -> float:
+    """``metric`` of :func:`output_metrics` as an error, higher worse: ``1 - cosine``, ``1 - top1``; NaN if not
+    measured."""
     if metric not in measured:
         return float("nan")
     value = measured[metric]
