@@ -22,6 +22,7 @@ from __future__ import annotations
 
 __all__ = ["render_html", "write_html"]
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from optimum_hierarchy.tools.profile import ModuleProfile, read_profile
 from optimum_hierarchy.tools.result_file import ResultSource
 from optimum_hierarchy.view.data import view_data
 from optimum_hierarchy.view.page import Picture, assemble_page
+from optimum_hierarchy.wire import read_model_file
 
 ProfileSource = ResultSource | ModuleProfile
 """A ``hierarchy profile --json`` file, its parsed JSON, or the profile itself."""
@@ -58,8 +60,9 @@ def _name(source: ResultSource, what: str) -> str:
     return f"the data given as {what}" if not isinstance(source, str | os.PathLike) else str(Path(source))
 
 
-def _pictures(retriever: HierarchyRetriever, error: ErrorReport | None) -> list[Picture]:
-    """The error per layer when there is an error report; the precision map when the file mixes precisions."""
+def _pictures(retriever: HierarchyRetriever, graph: onnx.ModelProto | None, error: ErrorReport | None) -> list[Picture]:
+    """The error per layer when there is an error report; the precision map when the file mixes precisions
+    (read from ``graph``, the retriever's file as already read)."""
     from optimum_hierarchy import plots
     from optimum_hierarchy.tools.precision import module_precisions
 
@@ -68,7 +71,7 @@ def _pictures(retriever: HierarchyRetriever, error: ErrorReport | None) -> list[
         caption = f"Error per layer, local and accumulated: {error.candidate.name} against {error.reference.name}"
         pictures.append(Picture("error-by-layer", caption, plots.error_by_layer(error)))
     path = retriever.hierarchy.path
-    precisions = module_precisions(path) if path is not None else {}
+    precisions = module_precisions(graph, where=str(path)) if path is not None and graph is not None else {}
     if len(set(precisions.values())) > 1 or set(precisions.values()) - {"fp32"}:
         name = Path(path).name if path is not None else "the model"
         pictures.append(
@@ -95,8 +98,12 @@ def render_html(
     """
     profile_read = _profile(profile) if profile is not None else None
     error_read = _error(error) if error is not None else None
-    data = view_data(retriever, graph, profile_read, error_read)
-    pictures = _pictures(retriever, error_read[1] if error_read is not None else None)
+    path = retriever.hierarchy.path
+    with contextlib.ExitStack() as stack:
+        if graph is None and path is not None:  # read once (without weights) for the details and the pictures
+            graph = stack.enter_context(read_model_file(path)).proto
+        data = view_data(retriever, graph, profile_read, error_read, where=str(path) if path is not None else "graph")
+        pictures = _pictures(retriever, graph, error_read[1] if error_read is not None else None)
     return assemble_page(title, data, pictures)
 
 

@@ -74,26 +74,34 @@ def _order(precision: str) -> tuple[int, str]:
     return _RANK.get(precision, len(_RANK)), precision
 
 
-def module_precisions(model: str | os.PathLike[str]) -> dict[str, str]:
+def module_precisions(model: str | os.PathLike[str] | onnx.ModelProto, *, where: str = "model") -> dict[str, str]:
     """Module path -> the precision of its weights (see the module docstring), in the module tree's order.
+
+    ``model``: a file, or a ``ModelProto`` already read (its weight values are not needed: a proto read without
+    them, as :func:`~optimum_hierarchy.wire.read_model_file` gives it, will do; ``where`` names it in errors).
 
     Raises:
         HierarchyError: the file cannot be read (``InvalidModelFileError``) or carries no hierarchy
             (``MissingHierarchyError``).
     """
+    if isinstance(model, onnx.ModelProto):
+        return _precisions_of(model, where)
     path = Path(model)
     with read_model_file(path) as source:  # no weight values: only the initializers' types and shapes
-        proto = source.proto
-        meta = decode_model_metadata(read_props(proto), source=str(path))
-        initializers = {t.name: t for t in proto.graph.initializer}
-        found: dict[str, str] = {}
-        for node, _ in iter_proto_nodes(proto.graph):
-            module = decode_node(read_props(node), node.name, strict=False).module
-            if module is None:
-                continue
-            precision = _precision(node, initializers)
-            if precision is not None and (module not in found or _order(precision) < _order(found[module])):
-                found[module] = precision
+        return _precisions_of(source.proto, str(path))
+
+
+def _precisions_of(proto: onnx.ModelProto, where: str) -> dict[str, str]:
+    meta = decode_model_metadata(read_props(proto), source=where)
+    initializers = {t.name: t for t in proto.graph.initializer}
+    found: dict[str, str] = {}
+    for node, _ in iter_proto_nodes(proto.graph):
+        module = decode_node(read_props(node), node.name, strict=False).module
+        if module is None:
+            continue
+        precision = _precision(node, initializers)
+        if precision is not None and (module not in found or _order(precision) < _order(found[module])):
+            found[module] = precision
     with_parameters = {info.path for info in meta.tree.values() if info.parameters}
     if not with_parameters:
         with_parameters = set(meta.tree)

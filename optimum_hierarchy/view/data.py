@@ -21,7 +21,6 @@ from optimum_hierarchy.retriever import HierarchyRetriever
 from optimum_hierarchy.tools.error import ErrorReport, Metrics
 from optimum_hierarchy.tools.profile import ModuleProfile
 from optimum_hierarchy.walk import iter_proto_nodes
-from optimum_hierarchy.wire import read_model_file
 
 _MAX_VALUE_CHARS = 120
 _MAX_LIST_ITEMS = 16
@@ -102,22 +101,9 @@ def _attribute_text(attr: onnx.AttributeProto) -> str:
 
 
 def _node_details(
-    retriever: HierarchyRetriever, graph: onnx.ModelProto | None
-) -> list[tuple[str, list[list[str]]]] | None:
-    """Each node's domain and attributes ``[[name, value text], ...]``, in the retriever's node order.
-
-    Read from ``graph``, else from the retriever's file again (without weights); ``None`` when there is neither.
-    """
-    if graph is None:
-        path = retriever.hierarchy.path
-        if path is None:
-            return None
-        with read_model_file(path) as source:
-            return _details_of(source.proto, retriever, str(path))
-    return _details_of(graph, retriever, "graph")
-
-
-def _details_of(proto: onnx.ModelProto, retriever: HierarchyRetriever, where: str) -> list[tuple[str, list[list[str]]]]:
+    proto: onnx.ModelProto, retriever: HierarchyRetriever, where: str
+) -> list[tuple[str, list[list[str]]]]:
+    """Each node's domain and attributes ``[[name, value text], ...]``, in the retriever's node order."""
     found = [node for node, _ in iter_proto_nodes(proto.graph)]
     same = len(found) == len(retriever.nodes) and all(
         _text(p.name) == n.name and _text(p.op_type) == n.op_type for p, n in zip(found, retriever.nodes, strict=True)
@@ -209,8 +195,12 @@ def view_data(
     graph: onnx.ModelProto | None = None,
     profile: tuple[str, ModuleProfile] | None = None,
     error: tuple[str, ErrorReport] | None = None,
+    *,
+    where: str = "graph",
 ) -> dict[str, Any]:
-    """The page's data. ``profile`` / ``error``: (what to call the result in the page, the result read)."""
+    """The page's data. ``graph``: the model the retriever was built from, for the nodes' domains and attributes
+    (none shown without it; ``where`` names it in errors). ``profile`` / ``error``: (what to call the result in
+    the page, the result read)."""
     profile_about, times = _profile_columns(*profile, retriever) if profile is not None else (None, {})
     error_about, errors = _error_columns(*error, retriever) if error is not None else (None, {})
     index = {id(n): i for i, n in enumerate(retriever.nodes)}
@@ -236,7 +226,7 @@ def view_data(
         )
     position = {m["path"]: i for i, m in enumerate(modules)}
     ops, sources, domains, tensors = _Table(), _Table(), _Table(), _Table()
-    details = _node_details(retriever, graph)
+    details = _node_details(graph, retriever, where) if graph is not None else None
     nodes: dict[str, Any] = {
         "name": [],
         "op": [],
